@@ -1,0 +1,5 @@
+"""python -m prefork"""
+
+from .cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Command line: argv -> Config -> run; the only place that exits the process.
+
+Rules:
+- The parser is generated from `config.SETTINGS` (grouped by section, like gunicorn's
+  settings reference); the signal table in `--help` comes from `signals.TABLE`.
+- Exit codes are the ones in `ExitCode`; every error is one line on stderr that names what
+  is wrong (a flag, a config key, an address), then the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from .config import BY_NAME, SETTINGS, Config, ConfigError, defaults_from_env, load_config_file
+from .config import suggest, validate
+from .errors import BootError, ExitCode
+
+
+class UsageError(ConfigError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so a HUP reload can survive a bad argv."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            flag = message.split(":", 1)[1].split()[0]
+            flags = [f for s in SETTINGS for f in s.flags if f.startswith("--")]
+            message = f"unrecognized option {flag}{suggest(flag, flags)}"
+        raise UsageError(message)
+
+
+def _epilog() -> str:
+    from .signals import TABLE
+
+    rows = "\n".join(f"  {sig.name[3:]:<6} {action.help}" for sig, action in TABLE.items())
+    return (f"signals (sent to the master):\n{rows}\n\n"
+            "exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in ExitCode))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="prefork",
+        description="A pre-fork server for WSGI apps and TCP handlers.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # only what was given lands in the namespace
+    )
+    parser.add_argument("app", nargs="?", metavar="APP",
+                        help="module:callable, e.g. examples.hello:app")
+    parser.add_argument("--version", action="version", version=f"prefork {__version__}")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for s in SETTINGS:
+        if not s.flags:
+            continue
+        group = groups.get(s.section) or groups.setdefault(
+            s.section, parser.add_argument_group(s.section.lower()))
+        default = "" if s.default in (None, [], False) else f" [{s.default}]"
+        if s.switch:
+            group.add_argument(*s.flags, dest=s.name, action="store_true", help=s.help)
+        else:
+            group.add_argument(*s.flags, dest=s.name, metavar=s.metavar,
+                               action="append" if s.append else "store",
+                               help=s.help + default)
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str], origin: str) -> dict[str, Any]:
+    try:
+        ns = parser.parse_args(list(argv))
+    except UsageError as exc:
+        raise UsageError(f"{origin}: {exc}") from None
+    return {k: validate(k, v, origin) if k != "app" else v for k, v in vars(ns).items()}
+
+
+def build_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """defaults < config file < PREFORK_CMD_ARGS < command line. Raises ConfigError."""
+    parser = make_parser()
+    given = _parse(parser, argv, "command line")
+    from_env = _parse(parser, shlex.split(environ.get("PREFORK_CMD_ARGS", "")),
+                      "PREFORK_CMD_ARGS")
+    values: dict[str, Any] = defaults_from_env(environ)
+    path = given.get("config") or from_env.get("config")
+    if path:
+        values.update(load_config_file(path))
+    values.update(from_env)
+    values.update(given)
+    app = values.pop("app", None)
+    if app is None:
+        raise UsageError("no app given (e.g. prefork examples.hello:app)")
+    assert all(k in BY_NAME for k in values)
+    return Config(app=app, values=values)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    from .master import Master
+    from .sockets import BindError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config = build_config(args, os.environ)
+    except ConfigError as exc:
+        print(f"prefork: error: {exc}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+    try:
+        code = Master(config, args).run()
+    except BindError as exc:
+        print(f"prefork: error: {exc}", file=sys.stderr)
+        sys.exit(ExitCode.ERROR)
+    except BootError as exc:
+        print(f"prefork: error: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    sys.exit(code)

@@ -1,0 +1,389 @@
+"""The I/O shell of one HTTP connection: recv -> parser -> app -> send, with deadlines.
+
+Rules:
+- Runs in a worker. While the connection waits for a request head it is non-blocking and
+  parked in the worker's selector; `readable()` feeds the sans-I/O parser and calls the
+  app only once a whole head is in hand. Idle and trickling clients never hold the worker.
+- Deadlines: an idle keep-alive connection may wait --keep-alive seconds; once the first
+  byte of a head arrives, the whole head must arrive within --header-timeout (408). While
+  the app runs, every body read and every send has an idle timeout (a client that stops
+  reading is dropped, NOTES §3.2).
+- A protocol error gets its status, `Connection: close`, and a lingering close
+  (shutdown(SHUT_WR), discard what arrives for a moment, RFC 9112 §9.6); nothing after it
+  is read as another request, and the app is never called.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import log
+from .config import Config
+from .http11 import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, ProtocolError, Request
+from .http11 import RequestParser
+from .wsgi import AppError, FileWrapper, Response, build_environ, error_response
+
+logger = log.logger
+
+LINGER = 1.0  # seconds to discard input after an error response before closing
+DRAIN_LIMIT = 65536  # unread body bytes we read and discard to keep a connection alive
+RECV_SIZE = 65536
+
+
+class ClientError(OSError):
+    """The client went away or stalled while the app was reading the body."""
+
+
+class WorkerState(Protocol):
+    stopping: bool
+
+    def on_request(self) -> None: ...
+
+
+@dataclass
+class Settings:
+    """What every connection of a worker needs, computed once per worker."""
+
+    app: Any
+    worker: WorkerState
+    limits: Limits
+    keepalive: float
+    header_timeout: float
+    io_timeout: float
+    trusted: frozenset[str]
+    trust_all: bool
+    access_format: str | None
+
+
+def _trusted(config: Config) -> tuple[frozenset[str], bool]:
+    ips = [ip for ip in config.forwarded_allow_ips if ip != "*"]
+    for ip in ips:
+        ipaddress.ip_address(ip)  # validated here so a typo fails at boot, not per request
+    return frozenset(ips), "*" in config.forwarded_allow_ips
+
+
+def make_handler(app: Any, config: Config, worker: WorkerState
+                 ) -> Callable[[socket.socket, Any, float], HttpConnection | None]:
+    trusted, trust_all = _trusted(config)
+    settings = Settings(
+        app=app, worker=worker,
+        limits=Limits(request_line=config.limit_request_line,
+                      fields=config.limit_request_fields,
+                      field_size=config.limit_request_field_size,
+                      body=config.limit_request_body),
+        keepalive=config.keepalive, header_timeout=config.header_timeout or 3600.0,
+        io_timeout=config.header_timeout or 30.0, trusted=trusted, trust_all=trust_all,
+        access_format=config.access_log_format if log.access_enabled() else None)
+
+    def accepted(sock: socket.socket, addr: Any, now: float) -> HttpConnection | None:
+        conn = HttpConnection(sock, addr, settings, now)
+        # The request usually arrives with (or right after) the handshake: try at once
+        # rather than paying a trip through the selector.
+        return conn if conn.readable(now) else None
+
+    return accepted
+
+
+class HttpConnection:
+    def __init__(self, sock: socket.socket, addr: Any, settings: Settings, now: float) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.settings = settings
+        self.parser = RequestParser(settings.limits)
+        self.deadline = now + settings.header_timeout
+        self.lingering = False
+        self.closed = False
+        if isinstance(addr, tuple):
+            self.peer = (str(addr[0]), str(addr[1]))
+            self.trusted = settings.trust_all or addr[0] in settings.trusted
+        else:  # unix socket: the peer is a local process allowed to open the socket file
+            self.peer = ("", "")
+            self.trusted = True
+
+    # -- the Conn protocol (worker.py) ----------------------------------------------------
+
+    def idle(self) -> bool:
+        return not self.lingering and not self.parser.in_request and not self.parser.buffered
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+    def expire(self) -> None:
+        if not self.lingering and self.parser.in_request:
+            try:
+                self.sock.send(error_response(408, "request head not received in time"))
+            except OSError:
+                pass
+        self.close()
+
+    def readable(self, now: float) -> bool:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            self.close()
+            return False
+        if self.lingering:
+            if not data:
+                self.close()
+            return not self.closed
+        if data and self.idle():
+            self.deadline = now + self.settings.header_timeout  # a new head begins
+        self.parser.feed(data)
+        return self._process(now)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _process(self, now: float) -> bool:
+        while True:
+            try:
+                event = self.parser.next_event()
+            except ProtocolError as exc:
+                return self._fail(exc.status, exc.reason, now)
+            if event is NEED_DATA:
+                if not self.parser.in_request:
+                    if self.settings.worker.stopping or not self.settings.keepalive:
+                        self.close()
+                        return False
+                    self.deadline = now + self.settings.keepalive
+                return True
+            if event is CLOSED:
+                self.close()
+                return False
+            if not isinstance(event, Request):  # cannot happen: bodies are read in _serve
+                return self._fail(400, "unexpected body", now)
+            if not self._serve(event):
+                return not self.closed
+            now = time.monotonic()
+            if self.parser.buffered:
+                self.deadline = now + self.settings.header_timeout
+
+    def _fail(self, status: int, reason: str, now: float) -> bool:
+        """Answer a protocol error, then close lingering; the app never sees the request."""
+        logger.debug("protocol error peer=%s status=%d reason=%s", self.peer[0], status, reason)
+        try:
+            self.sock.settimeout(self.settings.io_timeout)
+            self.sock.sendall(error_response(status, reason))
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.setblocking(False)
+        except OSError:
+            self.close()
+            return False
+        self.lingering = True
+        self.deadline = now + LINGER
+        return True
+
+    def _serve(self, req: Request) -> bool:
+        """Run the app for one request. True: the connection may carry another request."""
+        settings = self.settings
+        settings.worker.on_request()
+        started = time.time()
+        sock = self.sock
+        sock.settimeout(settings.io_timeout)
+        body = Input(self, req)
+        keep_alive = req.keep_alive and settings.keepalive > 0 and not settings.worker.stopping
+        resp = Response(req, sock.sendall, keep_alive)
+        resp.must_close = lambda: body.expect or settings.worker.stopping
+        environ = build_environ(req, body, self._server_addr(), self._remote(req),
+                                self._scheme(req), log.errors_stream())
+        try:
+            self._run_app(environ, resp)
+        except (ClientError, OSError) as exc:
+            logger.debug("client peer=%s dropped: %s", self.peer[0], exc)
+            self.close()
+            return False
+        except ProtocolError as exc:  # a bad body surfaced while the app read it
+            if not resp.head_sent:
+                self._fail(exc.status, exc.reason, time.monotonic())
+            else:
+                self.close()
+            return False
+        except Exception:
+            logger.error("error handling %s %s:\n%s", req.method, req.target,
+                         traceback.format_exc().rstrip())
+            if not resp.head_sent:
+                resp.code = 500
+                try:
+                    sock.sendall(error_response(500, "the application failed"))
+                except OSError:
+                    pass
+            self.close()
+            return False
+        finally:
+            if settings.access_format is not None:
+                log.access(settings.access_format, environ, req, resp.code, resp.body_bytes,
+                           time.time() - started)
+        if not resp.keep_alive or not body.drain():
+            self.close()
+            return False
+        sock.setblocking(False)
+        return True
+
+    def _run_app(self, environ: dict[str, Any], resp: Response) -> None:
+        result = self.settings.app(environ, resp.start_response)
+        try:
+            if isinstance(result, (list, tuple)) and resp.status is not None:
+                if not all(isinstance(x, bytes) for x in result):
+                    raise AppError("the app returned a non-bytes item")
+                resp.send_whole(result, sum(map(len, result)))
+            elif isinstance(result, FileWrapper) and result.fileno() is not None:
+                self._send_file(result, resp)
+            else:
+                for chunk in result:
+                    if chunk or resp.head_sent:
+                        resp.write(chunk)
+                resp.finish()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    def _send_file(self, wrapper: FileWrapper, resp: Response) -> None:
+        """wsgi.file_wrapper over a regular file: the kernel copies it (sendfile(2))."""
+        import os
+
+        fd = wrapper.fileno()
+        assert fd is not None
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+        size = max(os.fstat(fd).st_size - offset, 0)
+        if resp.length is not None:
+            size = min(size, resp.length)
+        head = resp._head(size)
+        self.sock.sendall(head)
+        if not resp.no_body and size:
+            self.sock.sendfile(wrapper.filelike, offset, size)
+            resp.body_bytes = size
+
+    # -- environ pieces -------------------------------------------------------------------
+
+    def _server_addr(self) -> tuple[str, str]:
+        try:
+            name = self.sock.getsockname()
+        except OSError:
+            return ("", "")
+        if isinstance(name, tuple):
+            return (str(name[0]), str(name[1]))
+        return (str(name) or "localhost", "")
+
+    def _remote(self, req: Request) -> tuple[str, str]:
+        if self.trusted:
+            for name, value in req.headers:
+                if name == "x-forwarded-for":
+                    # The last hop is the one our trusted proxy appended.
+                    return (value.rpartition(",")[2].strip(), self.peer[1])
+        return self.peer
+
+    def _scheme(self, req: Request) -> str:
+        if self.trusted:
+            for name, value in req.headers:
+                if name == "x-forwarded-proto" and value.lower() in ("http", "https"):
+                    return value.lower()
+        return "http"
+
+
+class Input:
+    """wsgi.input: the request body, streamed from the parser as the app reads it."""
+
+    def __init__(self, conn: HttpConnection, req: Request) -> None:
+        self.conn = conn
+        self.buf = bytearray()
+        self.done = not req.chunked and not req.content_length
+        self.expect = req.expect_continue and not self.done
+        if self.done:
+            self._take_end()
+
+    def _take_end(self) -> None:
+        """A request with no body: consume its EndOfMessage now."""
+        event = self.conn.parser.next_event()
+        assert isinstance(event, EndOfMessage), event
+
+    def _pull(self) -> bool:
+        """Move more body bytes into buf; False at the end of the body."""
+        if self.done:
+            return False
+        conn = self.conn
+        if self.expect:
+            self.expect = False
+            # RFC 9110 §10.1.1: the client may wait for this before sending the body.
+            conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while True:
+            event = conn.parser.next_event()
+            if isinstance(event, Data):
+                self.buf += event.data
+                return True
+            if isinstance(event, EndOfMessage):
+                self.done = True
+                return False
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except TimeoutError:
+                raise ClientError("timed out reading the request body") from None
+            conn.parser.feed(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._pull():
+                pass
+            out = bytes(self.buf)
+            self.buf.clear()
+            return out
+        while len(self.buf) < size and self._pull():
+            pass
+        out = bytes(self.buf[:size])
+        del self.buf[:size]
+        return out
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0 or (limit is not None and len(self.buf) >= limit) or not self._pull():
+                break
+        end = self.buf.find(b"\n")
+        n = end + 1 if end >= 0 else len(self.buf)
+        if limit is not None:
+            n = min(n, limit)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines, total = [], 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def drain(self) -> bool:
+        """After the response: discard the unread body. False: close instead."""
+        if self.done:
+            return True
+        if self.expect:
+            return False  # the client never got its 100: the body is not coming
+        budget = DRAIN_LIMIT - len(self.buf)
+        self.buf.clear()
+        try:
+            while budget >= 0 and self._pull():
+                budget -= len(self.buf)
+                self.buf.clear()
+        except (ProtocolError, OSError):
+            return False
+        return self.done

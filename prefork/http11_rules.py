@@ -1,0 +1,97 @@
+"""Grammar and constants for prefork.http11 (RFC 9112 / RFC 9110), compiled once.
+
+Rules
+-----
+1. Every pattern runs on ``bytes`` with ``fullmatch``; nothing here ever sees a
+   decoded ``str``, so Unicode digits, whitespace and case folding cannot leak in.
+2. Character classes are spelled out byte by byte; no ``\\s``, ``\\d``, ``\\w`` or ``.``.
+3. Every repetition that feeds ``int()`` has a fixed upper bound (18 decimal or 16
+   hex digits), so ``int()`` never sees more than 2**64 and never hits the
+   4300-digit limit.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+#                          "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+_TOKEN: Final = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# RFC 9110 §5.5: field-vchar = VCHAR / obs-text
+_FVCHAR: Final = rb"[\x21-\x7e\x80-\xff]"
+
+# RFC 9112 §3: method SP request-target SP HTTP-version. The target may carry any byte
+# except CTLs, SP and DEL; its form is checked separately (§3.2). The version regex is
+# loose on purpose: a well-formed HTTP/d.d other than 1.0/1.1 is 505, not 400.
+REQUEST_LINE: Final = re.compile(
+    rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) (HTTP/[0-9]\.[0-9])"
+)
+
+# RFC 9112 §5 / RFC 9110 §5.5: field-name ":" OWS field-value OWS, where field-value
+# starts and ends with a field-vchar. No whitespace before the colon (§5.1), no
+# obs-fold (§5.2): both simply fail to match.
+FIELD_LINE: Final = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:" + _FVCHAR + rb"+(?:[ \t]+" + _FVCHAR + rb"+)*)?)[ \t]*"
+)
+
+# The same field-line grammar for a whole header block in one findall: a match starts
+# at a CRLF and must end right before the next CRLF (or the end of the head), so it
+# covers exactly one line; the block is valid iff every CRLF starts a match.
+FIELD_LINES: Final = re.compile(rb"\r\n" + FIELD_LINE.pattern + rb"(?=\r\n|\Z)")
+
+# RFC 9110 §8.6: Content-Length = 1*DIGIT; a list of identical values is tolerated.
+CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,18}(?:[ \t]*,[ \t]*[0-9]{1,18})*")
+DIGITS: Final = re.compile(rb"[0-9]+")
+
+# RFC 9110 §5.6.1 + §10.1.4: #transfer-coding; empty list elements are ignored.
+# Transfer parameters are not accepted (chunked has none; anything else is 501 anyway).
+TOKEN_LIST: Final = re.compile(
+    rb"[ \t,]*(?:" + _TOKEN + rb"(?:(?:[ \t]*,)+[ \t]*" + _TOKEN + rb")*)?[ \t,]*"
+)
+TOKEN: Final = re.compile(_TOKEN)
+
+# RFC 9112 §7.1 / §7.1.1: chunk-size [ chunk-ext ], where
+#   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+#   chunk-ext-val = token / quoted-string
+_QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+CHUNK_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*"
+)
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ].
+# uri-host is an IP-literal or a reg-name (which also covers IPv4address). No
+# userinfo ("@"), no path ("/"), no whitespace.
+_REG_NAME: Final = rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+"
+_IP_LITERAL: Final = rb"\[[0-9A-Fa-f:.]+\]"
+HOST: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")(?::[0-9]{0,5})?")
+# RFC 9112 §3.2.3: authority-form = uri-host ":" port (port required).
+AUTHORITY_FORM: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"):[0-9]{1,5}")
+# RFC 9112 §3.2.2: absolute-form = absolute-URI; we need scheme "://" authority and
+# then either nothing, a path or a query (a fragment is not part of a target).
+ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)((?:[/?][^#]*)?)")
+
+# Header names the head parser looks at (everything else is passed through untouched).
+SPECIAL_FIELDS: Final = frozenset(
+    ("host", "content-length", "transfer-encoding", "connection", "expect", "content-type")
+)
+
+# RFC 9110 §6.5.1: fields that must not be taken from trailers (framing, routing,
+# request modifiers, authentication, payload processing, connection control).
+FORBIDDEN_TRAILERS: Final = frozenset(
+    (
+        "transfer-encoding", "content-length", "host", "authorization",
+        "proxy-authorization", "www-authenticate", "proxy-authenticate", "cookie",
+        "set-cookie", "content-type", "content-encoding", "content-range", "trailer",
+        "te", "expect", "max-forwards", "cache-control", "range", "if-match",
+        "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
+        "connection", "keep-alive", "proxy-connection", "upgrade", "age", "date",
+        "expires", "location", "retry-after", "vary",
+    )
+)

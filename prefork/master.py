@@ -1,0 +1,445 @@
+"""The master: bind, fork workers, and supervise them from one loop.
+
+Rules:
+- One process, no threads (fork() stays safe), one wait: `selectors` over the signal
+  self-pipe, every worker's heartbeat channel and dump pipe, with a timeout that ends at the
+  nearest deadline (policy.nearest_deadline). Nothing polls on a fixed tick.
+- Each turn of the loop reads the top to bottom: read events (beats, EOFs, signals), reap,
+  act on signals, then deadlines (stack dump, SIGKILL, backoff), then top up the workers.
+- Reload is a transaction: the new generation must report ready before the old one is told
+  to stop; if it cannot, it is stopped and the old one keeps serving.
+- The first generation must boot; if any of its workers dies before reporting ready the
+  master stops everything and exits with a named code (no respawn storm).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import selectors
+import signal
+import time
+import traceback
+from collections.abc import Sequence
+from enum import Enum
+
+from . import heartbeat, log, pidfile, policy, proctitle, worker
+from .app import load
+from .config import Config, ConfigError
+from .errors import BootError, ExitCode
+from .policy import SlotBackoff, WorkerRecord
+from .signals import DUMP_SIGNAL, TABLE, Action, Wakeup
+from .sockets import BindError, Listener, bind, local_name
+from .systemd import Notifier, listen_fds
+
+logger = log.logger
+
+QUICK_STOP_GRACE = 2.0  # seconds a quick stop waits before SIGKILL
+
+
+class State(Enum):
+    BOOTING = "booting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
+
+
+class Master:
+    def __init__(self, config: Config, argv: Sequence[str], app: object = None) -> None:
+        self.config = config
+        self.argv = list(argv)  # re-parsed on HUP (None of it when run through the API)
+        self.given_app = app
+        self.state = State.BOOTING
+        self.records: list[WorkerRecord] = []
+        self.backoffs: dict[int, SlotBackoff] = {}
+        self.target = config.workers
+        self.generation = 1
+        self.reload_from = 0  # generation being replaced while RELOADING
+        self.reload_deadline = 0.0
+        self.reload_queued = False
+        self.exit_code = ExitCode.OK
+        self.boot_message = ""
+        self.listeners: list[Listener] = []
+        self.app: object = None
+        self.sel = selectors.DefaultSelector()
+        self.notifier = Notifier(os.environ.pop("NOTIFY_SOCKET", None))
+        self.last_turn = time.monotonic()
+
+    # -- start and stop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; return the exit code. Raises BindError / BootError."""
+        config = self.config
+        log.setup(config.errorlog, config.loglevel, config.accesslog)
+        self.listeners = listen_fds() or [bind(a, config.backlog, config.umask)
+                                          for a in config.bind]
+        proctitle.set_title("master", config.title_name)
+        if config.pidfile:
+            try:
+                pidfile.create(config.pidfile)
+            except pidfile.PidfileError as exc:
+                self._close_listeners()
+                raise BindError(str(exc)) from None
+        try:
+            return self._run()
+        finally:
+            self._close_listeners()
+            if config.pidfile:
+                pidfile.remove(config.pidfile)
+
+    def _run(self) -> int:
+        config = self.config
+        for listener in self.listeners:
+            logger.info("listening at %s (%s)", local_name(listener.sock), listener.label)
+        if self.given_app is not None:
+            self.app = self.given_app  # handed over through serve(): already imported
+        elif config.preload_app:
+            self.app = self._preload()
+        self.wakeup = Wakeup(list(TABLE))
+        self.sel.register(self.wakeup.rfd, selectors.EVENT_READ, None)
+        logger.info("master booted pid=%d workers=%d app=%s", os.getpid(), self.target,
+                    config.app)
+        try:
+            self._loop()
+        finally:
+            self.wakeup.close()
+            self.sel.close()
+        logger.info("master exiting code=%d", self.exit_code)
+        if self.exit_code in (ExitCode.WORKER_BOOT_ERROR, ExitCode.APP_LOAD_ERROR):
+            raise BootError(self.boot_message, self.exit_code)
+        return self.exit_code
+
+    def _preload(self) -> object:
+        try:
+            app = load(self.config.app, self.config.chdir)
+        except BaseException:
+            logger.error("app %s failed to load:\n%s", self.config.app,
+                         traceback.format_exc().rstrip())
+            raise BootError(f"app {self.config.app} failed to load", ExitCode.APP_LOAD_ERROR)
+        # Move everything imported so far out of the collector's reach, so that a
+        # collection in a worker does not touch (and copy) these shared pages.
+        gc.freeze()
+        return app
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            if self.state is State.STOPPING:
+                if not self.records:
+                    return
+            else:
+                self._spawn_missing(now)
+            deadline = policy.nearest_deadline(self.records, now, self.config.timeout,
+                                               self.backoffs)
+            if self.state is State.RELOADING:
+                deadline = min(deadline, self.reload_deadline)
+            events = self.sel.select(max(deadline - now, 0.0))
+            now = time.monotonic()
+            self._check_stall(now, deadline)
+            signals: list[signal.Signals] = []
+            for key, _ in events:
+                if key.data is None:
+                    signals.extend(self.wakeup.read())
+                elif isinstance(key.data, WorkerRecord):
+                    self._read_channel(key.data, now)
+                else:
+                    record = key.data[1]
+                    record.dump += heartbeat.drain(record.dump_fd)
+            self._reap(now)
+            for sig in signals:
+                self._dispatch(TABLE[sig].action, now)
+            self._check_boot(now)
+            self._check_reload(now)
+            self._check_timeouts(now)
+
+    def _check_stall(self, now: float, deadline: float) -> None:
+        """A master that was stopped or paused must not blame its workers for it."""
+        overslept = now - max(deadline, self.last_turn)
+        if self.config.timeout and overslept > 1.0:
+            logger.warning("master loop stalled for %.1f s; resetting worker deadlines",
+                           overslept)
+            for r in self.records:
+                r.last_beat = max(r.last_beat, now)
+        self.last_turn = now
+
+    def _read_channel(self, record: WorkerRecord, now: float) -> None:
+        messages, eof = heartbeat.read_messages(record.channel)
+        for msg in messages:
+            record.last_beat = max(record.last_beat, min(msg.sent, now))
+            record.requests = msg.requests
+            if msg.kind == heartbeat.READY and not record.ready:
+                record.ready, record.ready_at = True, now
+                logger.info("worker ready slot=%d pid=%d generation=%d", record.slot,
+                            record.pid, record.generation)
+        if eof:
+            record.gone = True
+            self.sel.unregister(record.channel)
+            record.channel.close()
+
+    def _reap(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return  # no children at all
+            if pid == 0:
+                return
+            record = next((r for r in self.records if r.pid == pid), None)
+            if record is None:
+                logger.debug("reaped a child we did not fork pid=%d", pid)
+                continue
+            self._on_exit(record, status, now)
+
+    def _on_exit(self, record: WorkerRecord, status: int, now: float) -> None:
+        self.records.remove(record)
+        if not record.gone:
+            self.sel.unregister(record.channel)
+            record.channel.close()
+        record.dump += heartbeat.drain(record.dump_fd)
+        self.sel.unregister(record.dump_fd)
+        os.close(record.dump_fd)
+        how = policy.describe_status(status)
+        if record.dump:
+            logger.error("stack dump of worker slot=%d pid=%d (%s):\n%s", record.slot,
+                         record.pid, record.kill_reason or "requested",
+                         record.dump.decode("utf-8", "replace").rstrip())
+        expected = record.retiring or self.state is State.STOPPING
+        level = logger.info if expected and not record.killed else logger.warning
+        level("worker exited slot=%d pid=%d generation=%d %s%s", record.slot, record.pid,
+              record.generation, how,
+              f" reason={record.kill_reason}" if record.kill_reason else "")
+        if expected or self.state is State.STOPPING:
+            return
+        if not record.ready and record.generation == 1 and self.state is State.BOOTING:
+            code = os.waitstatus_to_exitcode(status)
+            self._boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
+                              else ExitCode.WORKER_BOOT_ERROR, now,
+                              f"worker slot={record.slot} died before it was ready ({how})")
+        elif (not record.ready and self.state is State.RELOADING
+              and record.generation == self.generation):
+            self._reload_failed(f"new worker died before it was ready ({how})", now)
+        elif policy.died_young(record, now) and not record.killed:
+            backoff = self.backoffs.setdefault(record.slot, SlotBackoff())
+            delay = policy.next_backoff(backoff, now)
+            logger.warning("slot=%d crashed young %d time(s) in a row; respawn in %.1f s",
+                           record.slot, backoff.failures, delay)
+        else:
+            self.backoffs.pop(record.slot, None)
+
+    # -- signals --------------------------------------------------------------------------
+
+    def _dispatch(self, action: Action, now: float) -> None:
+        if action is Action.REAP:
+            return  # _reap() already ran this turn
+        if action is Action.REOPEN_LOGS:
+            logger.info("reopening logs")
+            log.reopen()
+            self._signal_all(signal.SIGUSR1)
+        elif action is Action.GRACEFUL_STOP:
+            self._stop(graceful=True, now=now)
+        elif action is Action.QUICK_STOP:
+            self._stop(graceful=False, now=now)
+        elif self.state is State.STOPPING:
+            return
+        elif action is Action.INCREMENT:
+            self.target += 1
+            logger.info("TTIN: workers=%d", self.target)
+        elif action is Action.DECREMENT:
+            if self.target > 1:
+                self.target -= 1
+                victim = policy.oldest(self.records, self.generation)
+                logger.info("TTOU: workers=%d", self.target)
+                if victim is not None:
+                    self._retire(victim, now)
+        elif action is Action.RELOAD:
+            if self.state is State.RUNNING:
+                self._reload(now)
+            else:
+                self.reload_queued = True  # coalesced, run when this one settles
+
+    def _signal_all(self, sig: int) -> None:
+        for r in self.records:
+            self._kill(r, sig)
+
+    def _kill(self, record: WorkerRecord, sig: int) -> None:
+        try:
+            os.kill(record.pid, sig)
+        except ProcessLookupError:
+            pass  # already gone; the reap will tell
+
+    def _retire(self, record: WorkerRecord, now: float) -> None:
+        """Ask one worker to finish its requests and exit, with a deadline."""
+        record.retiring = True
+        record.kill_at = now + self.config.graceful_timeout
+        record.kill_reason = record.kill_reason or "graceful timeout"
+        self._kill(record, signal.SIGTERM)
+
+    def _stop(self, graceful: bool, now: float) -> None:
+        if self.state is State.STOPPING and graceful:
+            return
+        logger.info("%s stop", "graceful" if graceful else "quick")
+        self.notifier.notify("STOPPING=1")
+        self.state = State.STOPPING
+        for r in self.records:
+            if graceful:
+                self._retire(r, now)
+            else:
+                r.retiring = True
+                r.kill_at = min(r.kill_at or now + QUICK_STOP_GRACE, now + QUICK_STOP_GRACE)
+                self._kill(r, signal.SIGQUIT)
+
+    # -- boot and reload ------------------------------------------------------------------
+
+    def _check_boot(self, now: float) -> None:
+        if self.state is State.BOOTING:
+            workers = policy.serving(self.records, 1)
+            if len(workers) >= self.target and all(r.ready for r in workers):
+                self.state = State.RUNNING
+                logger.info("all %d workers ready", len(workers))
+                self._status("READY=1")
+                self._run_queued_reload(now)
+
+    def _boot_failed(self, code: ExitCode, now: float, why: str) -> None:
+        self.boot_message = f"{why}; stopping (exit {code.value})"
+        logger.error("%s", self.boot_message)
+        self.exit_code = code
+        self._stop(graceful=False, now=now)
+
+    def _reload(self, now: float) -> None:
+        from .cli import build_config
+
+        logger.info("reload: re-reading the configuration")
+        self.notifier.notify("RELOADING=1",
+                             f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
+        try:
+            config = build_config(self.argv, os.environ) if self.argv else self.config
+        except (ConfigError, SystemExit) as exc:
+            self._reload_failed(f"configuration error: {exc}", now)
+            return
+        if config.workers != self.config.workers:
+            self.target = config.workers  # else TTIN/TTOU adjustments survive
+        if config.bind != self.config.bind:
+            logger.warning("reload: bind changes need a restart; keeping %s",
+                           ", ".join(self.config.bind))
+        log.setup(config.errorlog, config.loglevel, config.accesslog)
+        self.previous_config, self.config = self.config, config
+        self.state = State.RELOADING
+        self.reload_from = self.generation
+        self.generation += 1
+        self.reload_deadline = now + max(config.timeout or 30.0, 5.0)
+        logger.info("reload: starting generation %d (%d workers)", self.generation, self.target)
+
+    def _check_reload(self, now: float) -> None:
+        if self.state is not State.RELOADING:
+            return
+        new = policy.serving(self.records, self.generation)
+        if len(new) >= self.target and all(r.ready for r in new):
+            for r in self.records:
+                if r.generation != self.generation and not r.retiring:
+                    self._retire(r, now)
+            self.state = State.RUNNING
+            logger.info("reload: generation %d ready, old workers stopping", self.generation)
+            self._status("READY=1")
+            self._run_queued_reload(now)
+        elif now >= self.reload_deadline:
+            self._reload_failed("new workers not ready in time", now)
+
+    def _reload_failed(self, why: str, now: float) -> None:
+        logger.error("reload failed: %s; the old workers keep serving", why)
+        if self.state is State.RELOADING:
+            for r in self.records:
+                if r.generation == self.generation and not r.retiring:
+                    self._retire(r, now)
+            self.generation = self.reload_from
+            self.config = self.previous_config
+            log.setup(self.config.errorlog, self.config.loglevel, self.config.accesslog)
+            self.state = State.RUNNING
+        self._status("READY=1", f"STATUS=reload failed: {why}")
+        self._run_queued_reload(now)
+
+    def _run_queued_reload(self, now: float) -> None:
+        if self.reload_queued and self.state is State.RUNNING:
+            self.reload_queued = False
+            self._reload(now)
+
+    def _status(self, *extra: str) -> None:
+        if any(e.startswith("STATUS=") for e in extra):
+            self.notifier.notify(*extra)
+            return
+        ready = sum(r.ready for r in policy.serving(self.records, self.generation))
+        self.notifier.notify(*extra, f"STATUS={ready}/{self.target} workers ready, "
+                                     f"generation {self.generation}")
+
+    # -- deadlines and spawning -----------------------------------------------------------
+
+    def _check_timeouts(self, now: float) -> None:
+        for r in policy.timed_out(self.records, now, self.config.timeout):
+            logger.error("worker timeout slot=%d pid=%d silent for %.1f s; dumping stacks",
+                         r.slot, r.pid, now - r.last_beat)
+            r.kill_at, r.kill_reason = now + policy.DUMP_GRACE, "timeout"
+            self._kill(r, DUMP_SIGNAL)
+            self._kill(r, signal.SIGCONT)  # a stopped worker must run to dump its stacks
+        for r in policy.kill_due(self.records, now):
+            logger.warning("killing worker slot=%d pid=%d reason=%s", r.slot, r.pid,
+                           r.kill_reason or "deadline")
+            r.killed = True
+            self._kill(r, signal.SIGKILL)
+
+    def _spawn_missing(self, now: float) -> None:
+        for slot in policy.free_slots(self.records, self.generation, self.target):
+            backoff = self.backoffs.get(slot)
+            if backoff is not None and now < backoff.not_before:
+                continue
+            self._spawn(slot, now)
+
+    def _spawn(self, slot: int, now: float) -> None:
+        master_end, worker_end = heartbeat.pair()
+        dump_r, dump_w = heartbeat.dump_pipe()
+        # Block signals across fork(): until the child has reset its handlers, a signal
+        # sent to it would be written into *our* wakeup pipe and taken for our own.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            master_end.close()
+            worker_end.close()
+            os.close(dump_r)
+            os.close(dump_w)
+            delay = policy.next_backoff(self.backoffs.setdefault(slot, SlotBackoff()), now)
+            logger.error("fork(): %s; retrying slot=%d in %.1f s", exc.strerror, slot, delay)
+            return
+        if pid == 0:
+            master_end.close()
+            os.close(dump_r)
+            ctx = worker.Context(
+                config=self.config, slot=slot, generation=self.generation,
+                listeners=self.listeners, channel=worker_end, dump_fd=dump_w,
+                master_pid=os.getppid(), close_fds=self._owned_fds(), app=self.app,
+                unblock=old_mask)
+            worker.run(ctx)  # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        worker_end.close()
+        os.close(dump_w)
+        record = WorkerRecord(pid=pid, slot=slot, generation=self.generation,
+                              channel=master_end, dump_fd=dump_r, born=now, last_beat=now)
+        self.records.append(record)
+        self.sel.register(master_end, selectors.EVENT_READ, record)
+        self.sel.register(dump_r, selectors.EVENT_READ, ("dump", record))
+        logger.info("booting worker slot=%d pid=%d generation=%d", slot, pid, self.generation)
+
+    def _owned_fds(self) -> list[int]:
+        """Every fd the master holds for itself, which a new worker must close."""
+        fds = [self.sel.fileno(), *self.wakeup.fds()]
+        for r in self.records:
+            if not r.gone:
+                fds.append(r.channel.fileno())
+            fds.append(r.dump_fd)
+        return fds

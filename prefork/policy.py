@@ -1,0 +1,120 @@
+"""The worker table and the master's policy over it, as plain data and functions of `now`.
+
+Rules:
+- Nothing here forks, signals or sleeps: master.py acts, this module decides, so the
+  decisions can be unit-tested without processes.
+- Slot numbers are labels (the lowest free one is reused) so that `ps` shows worker 1..N;
+  how many workers run is decided by counting, never by which slots are taken.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+BACKOFF_FIRST = 0.1  # seconds before respawning a slot whose worker died young
+BACKOFF_CAP = 30.0
+YOUNG = 5.0  # a worker that dies sooner than this after boot counts as a crash loop
+DUMP_GRACE = 0.5  # seconds between the stack-dump request and SIGKILL
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    pid: int
+    slot: int
+    generation: int
+    channel: socket.socket  # master end of the heartbeat socketpair
+    dump_fd: int  # read end of the faulthandler pipe
+    born: float
+    last_beat: float
+    ready: bool = False
+    ready_at: float = 0.0
+    retiring: bool = False  # asked to finish and exit (TERM sent)
+    kill_at: float | None = None  # SIGKILL is due then
+    killed: bool = False
+    kill_reason: str = ""
+    gone: bool = False  # EOF seen on the channel
+    requests: int = 0
+    dump: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class SlotBackoff:
+    failures: int = 0
+    not_before: float = 0.0
+
+
+def describe_status(status: int) -> str:
+    """'exit code 3' or 'signal SIGKILL', from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"signal {sig}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def serving(records: list[WorkerRecord], generation: int) -> list[WorkerRecord]:
+    """Workers of `generation` that count towards the target: alive and not retiring."""
+    return [r for r in records if r.generation == generation and not r.gone and not r.retiring]
+
+
+def free_slots(records: list[WorkerRecord], generation: int, target: int) -> list[int]:
+    """The slot numbers to spawn into now so that `generation` has `target` workers."""
+    taken = {r.slot for r in serving(records, generation)}
+    missing = target - len(taken)
+    slots: list[int] = []
+    number = 1
+    while len(slots) < missing:
+        if number not in taken:
+            slots.append(number)
+        number += 1
+    return slots
+
+
+def oldest(records: list[WorkerRecord], generation: int) -> WorkerRecord | None:
+    candidates = serving(records, generation)
+    return min(candidates, key=lambda r: r.born) if candidates else None
+
+
+def timed_out(records: list[WorkerRecord], now: float, timeout: float) -> list[WorkerRecord]:
+    """Workers silent for longer than `timeout` that are not already being killed."""
+    if not timeout:
+        return []
+    return [r for r in records
+            if not r.gone and r.kill_at is None and now - r.last_beat > timeout]
+
+
+def kill_due(records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
+    return [r for r in records
+            if not r.gone and not r.killed and r.kill_at is not None and now >= r.kill_at]
+
+
+def next_backoff(backoff: SlotBackoff, now: float) -> float:
+    """Record one more young death; return the delay before the slot may respawn."""
+    backoff.failures += 1
+    delay = min(BACKOFF_FIRST * 2 ** (backoff.failures - 1), BACKOFF_CAP)
+    backoff.not_before = now + delay
+    return delay
+
+
+def died_young(record: WorkerRecord, now: float) -> bool:
+    return not record.ready or now - record.ready_at < YOUNG
+
+
+def nearest_deadline(records: list[WorkerRecord], now: float, timeout: float,
+                     backoffs: dict[int, SlotBackoff]) -> float:
+    """When the master next has something to check, absent any event."""
+    deadlines = [now + 3600.0]
+    for r in records:
+        if r.gone:
+            continue
+        if r.kill_at is not None and not r.killed:
+            deadlines.append(r.kill_at)
+        elif timeout and r.kill_at is None:
+            deadlines.append(r.last_beat + timeout)
+    deadlines.extend(b.not_before for b in backoffs.values() if b.not_before > now)
+    return min(deadlines)

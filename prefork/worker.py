@@ -1,0 +1,352 @@
+"""What runs in a worker process, from the moment after fork() to os._exit().
+
+Rules:
+- Called in the child only. It never returns: `run()` ends in os._exit(), so the child
+  can never fall back into the master's loop.
+- First close every descriptor the master owns (other workers' channel ends, the master's
+  self-pipe and selector): a sibling holding our master's end open would hide its death.
+- One selector holds the listeners, the heartbeat channel, the worker's own signal pipe
+  and every connection waiting for bytes; the app is called only once a whole request
+  head is in hand, so an idle or trickling client never pins the worker.
+- The worker beats at least every `beat_interval` while idle and at the start of each
+  request; a request that runs past --timeout stops the beats and the master acts.
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import heapq
+import itertools
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
+
+from . import log, proctitle
+from .app import load
+from .config import Config
+from .errors import ExitCode
+from .heartbeat import WorkerBeat
+from .signals import DUMP_SIGNAL, reset_in_child
+from .sockets import Listener
+
+logger = log.logger
+
+
+class Conn(Protocol):
+    """One client connection parked in the worker's selector (see connection.py)."""
+
+    sock: socket.socket
+    deadline: float
+
+    def readable(self, now: float) -> bool: ...  # False: it is closed, forget it
+    def expire(self) -> None: ...  # its deadline passed: answer (408) if due, close
+    def idle(self) -> bool: ...  # between requests, nothing buffered
+    def close(self) -> None: ...
+
+
+# Called once per accepted socket; returns the connection to watch, or None when done.
+Handler = Callable[[socket.socket, Any, float], "Conn | None"]
+
+
+@dataclass
+class Context:
+    """Everything the master hands a new worker at fork time."""
+
+    config: Config
+    slot: int
+    generation: int
+    listeners: list[Listener]
+    channel: socket.socket
+    dump_fd: int
+    master_pid: int
+    close_fds: list[int]  # fds the master owns and this worker must not keep
+    app: Any = None  # set when preloaded
+    unblock: set[signal.Signals] = field(default_factory=set)  # mask to restore after set-up
+
+
+_ACCEPT, _MASTER, _SIGNAL = "accept", "master", "signal"
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): the kernel signals us when the master dies (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the heartbeat EOF still tells us
+
+
+def _drop_privileges(user: str | None, group: str | None) -> None:
+    import grp
+    import pwd
+
+    if group is not None:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        os.setgid(gid)
+    if user is not None:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        if group is None:
+            os.setgid(entry.pw_gid)
+        if os.getuid() == 0:
+            os.initgroups(entry.pw_name, os.getgid())
+        os.setuid(entry.pw_uid)
+
+
+def run(ctx: Context) -> NoReturn:
+    """The whole life of a worker. Called in the child right after fork()."""
+    code = ExitCode.ERROR
+    try:
+        code = Worker(ctx).main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else ExitCode.ERROR
+    except BaseException:
+        logger.critical("worker crashed:\n%s", traceback.format_exc().rstrip())
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+class Worker:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.stopping = False  # graceful: stop accepting, finish what is in flight
+        self.reopen_logs = False
+        self.stop_alarm = False
+        self.requests = 0
+        jitter = self.config.max_requests_jitter
+        self.max_requests = (self.config.max_requests + random.randint(0, jitter)
+                             if self.config.max_requests else 0)
+        timeout = self.config.timeout
+        self.beat = WorkerBeat(ctx.channel, min(timeout / 4, 1.0) if timeout else 1.0)
+        self.sel = selectors.DefaultSelector()
+        self.conns: set[Conn] = set()
+        self.deadlines: list[tuple[float, int, Conn]] = []
+        self.seq = itertools.count()
+        self.accept_paused_until = 0.0
+
+    # -- set-up, in the order the issue lists it ------------------------------------------
+
+    def _detach_from_master(self) -> None:
+        for fd in self.ctx.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # already closed by the selector's close
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.ctx.master_pid:
+            # The master died between fork() and prctl(): nobody will tell us later.
+            raise SystemExit(ExitCode.OK)
+
+    def _install_signals(self) -> None:
+        reset_in_child()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+        graceful_timeout = self.config.graceful_timeout
+
+        def graceful(signum: int, frame: object) -> None:
+            self.stopping = True  # the wakeup fd wakes the loop
+            if graceful_timeout and not self.stop_alarm:
+                # If the master is dead (PDEATHSIG sent this TERM) nobody will SIGKILL a
+                # request that never ends: the default SIGALRM action ends us instead.
+                self.stop_alarm = True
+                signal.alarm(int(graceful_timeout) + 2)
+
+        def reopen(signum: int, frame: object) -> None:
+            self.reopen_logs = True
+
+        def quick(signum: int, frame: object) -> None:
+            # A quick stop must work even while the app is stuck in a request, where no
+            # loop would see a flag: exit right here, on purpose.
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, graceful)
+        signal.signal(signal.SIGUSR1, reopen)
+        signal.signal(signal.SIGQUIT, quick)
+        signal.signal(signal.SIGINT, quick)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # HUP is for the master
+        faulthandler.register(DUMP_SIGNAL, file=self.ctx.dump_fd, all_threads=True)
+
+    def main(self) -> int:
+        ctx, config = self.ctx, self.config
+        self._install_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, ctx.unblock)  # blocked by the master
+        self._detach_from_master()
+        log.set_role(f"worker {ctx.slot}")
+        proctitle.set_title(f"worker {ctx.slot}", config.title_name)
+        for item in config.raw_env:
+            key, _, value = item.partition("=")
+            os.environ[key] = value
+        if config.user or config.group:
+            _drop_privileges(config.user, config.group)
+        app = ctx.app
+        if app is None:
+            try:
+                app = load(config.app, config.chdir)
+            except BaseException:
+                logger.error("app %s failed to load:\n%s", config.app,
+                             traceback.format_exc().rstrip())
+                return ExitCode.APP_LOAD_ERROR
+        handler = self._make_handler(app)
+        self.beat.ready()
+        logger.debug("ready pid=%d generation=%d", os.getpid(), ctx.generation)
+        self._serve(handler)
+        return ExitCode.OK
+
+    def _make_handler(self, app: Any) -> Handler:
+        if self.config.protocol == "tcp":
+            from .tcp import make_handler
+            return make_handler(app, self.on_request)
+        from .connection import make_handler as make_http_handler
+        return make_http_handler(app, self.config, self)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def on_request(self) -> None:
+        """Called by a connection as each request starts: beat, count, maybe retire."""
+        self.requests += 1
+        self.beat.requests = self.requests
+        self.beat.beat(time.monotonic())
+        if self.max_requests and self.requests >= self.max_requests and not self.stopping:
+            logger.info("max requests reached requests=%d, exiting gracefully", self.requests)
+            self.stopping = True
+
+    def _watch(self, conn: Conn) -> None:
+        if conn not in self.conns:
+            self.conns.add(conn)
+            self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+        heapq.heappush(self.deadlines, (conn.deadline, next(self.seq), conn))
+
+    def _forget(self, conn: Conn) -> None:
+        if conn in self.conns:
+            self.conns.discard(conn)
+            self.sel.unregister(conn.sock)
+        conn.close()
+
+    def _accept(self, listener: socket.socket, handler: Handler, now: float) -> None:
+        try:
+            sock, addr = listener.accept()
+        except BlockingIOError:
+            return  # a sibling won the race
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: stop watching the listeners for a moment instead of
+                # spinning on a socket that stays readable (issue: no 100% CPU on EMFILE).
+                logger.error("accept(): %s; pausing accepts for 0.5 s", exc.strerror)
+                self._pause_accepts(now + 0.5)
+            return  # ECONNABORTED and friends: the client is already gone
+        conn = handler(sock, addr, now)
+        if conn is not None and not self.stopping:
+            self._watch(conn)
+        elif conn is not None:
+            conn.close()
+
+    def _pause_accepts(self, until: float) -> None:
+        self.accept_paused_until = until
+        for listener in self.ctx.listeners:
+            self.sel.unregister(listener.sock)
+
+    def _resume_accepts(self) -> None:
+        self.accept_paused_until = 0.0
+        for listener in self.ctx.listeners:
+            self.sel.register(listener.sock, selectors.EVENT_READ, _ACCEPT)
+
+    def _stop_accepting(self) -> None:
+        """Graceful stop: close our copies of the listeners, drop idle connections."""
+        for listener in self.ctx.listeners:
+            if not self.accept_paused_until:
+                self.sel.unregister(listener.sock)
+            listener.sock.close()  # never shutdown(): the master and siblings share it
+        self.ctx.listeners = []
+        for conn in [c for c in self.conns if c.idle()]:
+            self._forget(conn)
+
+    def _next_timeout(self, now: float) -> float:
+        timeout = self.beat.interval
+        while self.deadlines:
+            deadline, _, conn = self.deadlines[0]
+            if conn not in self.conns or deadline != conn.deadline:
+                heapq.heappop(self.deadlines)  # stale entry
+                continue
+            timeout = min(timeout, deadline - now)
+            break
+        if self.accept_paused_until:
+            timeout = min(timeout, self.accept_paused_until - now)
+        return max(timeout, 0.0)
+
+    def _expire(self, now: float) -> None:
+        while self.deadlines and self.deadlines[0][0] <= now:
+            deadline, _, conn = heapq.heappop(self.deadlines)
+            if conn in self.conns and deadline == conn.deadline:
+                self.conns.discard(conn)
+                self.sel.unregister(conn.sock)
+                conn.expire()
+
+    def _serve(self, handler: Handler) -> None:
+        sel = self.sel
+        for listener in self.ctx.listeners:
+            sel.register(listener.sock, selectors.EVENT_READ, _ACCEPT)
+        sel.register(self.ctx.channel, selectors.EVENT_READ, _MASTER)
+        sel.register(self.wake_r, selectors.EVENT_READ, _SIGNAL)
+        accepting = True
+        while accepting or self.conns:
+            if accepting and self.stopping:
+                accepting = False
+                self._stop_accepting()
+            now = time.monotonic()
+            for key, _ in sel.select(self._next_timeout(now)):
+                tag = key.data
+                now = time.monotonic()
+                if tag is _ACCEPT:
+                    if not self.stopping:
+                        self._accept(key.fileobj, handler, now)  # type: ignore[arg-type]
+                elif tag is _MASTER:
+                    if self.beat.master_gone():
+                        logger.warning("master pid=%d is gone, exiting", self.ctx.master_pid)
+                        for conn in list(self.conns):
+                            self._forget(conn)
+                        return
+                elif tag is _SIGNAL:
+                    while True:
+                        try:
+                            if not os.read(self.wake_r, 64):
+                                break
+                        except BlockingIOError:
+                            break
+                elif key.data in self.conns:
+                    conn = key.data
+                    if not conn.readable(now):
+                        self.conns.discard(conn)
+                        sel.unregister(conn.sock)
+                    else:
+                        if self.stopping and conn.idle():
+                            self._forget(conn)
+                        else:
+                            heapq.heappush(self.deadlines, (conn.deadline, next(self.seq), conn))
+            now = time.monotonic()
+            self._expire(now)
+            if self.accept_paused_until and now >= self.accept_paused_until and not self.stopping:
+                self._resume_accepts()
+            if self.reopen_logs:
+                self.reopen_logs = False
+                log.reopen()
+                faulthandler.register(DUMP_SIGNAL, file=self.ctx.dump_fd, all_threads=True)
+            self.beat.beat(now)
