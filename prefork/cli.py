@@ -17,8 +17,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import BY_NAME, SETTINGS, Config, ConfigError, defaults_from_env, load_config_file
-from .config import suggest, validate
+from .config import (
+    BY_NAME,
+    SETTINGS,
+    Config,
+    ConfigError,
+    defaults_from_env,
+    load_config_file,
+    suggest,
+    validate,
+)
 from .errors import BootError, ExitCode
 
 
@@ -56,19 +64,23 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("app", nargs="?", metavar="APP",
                         help="module:callable, e.g. examples.hello:app")
     parser.add_argument("--version", action="version", version=f"prefork {__version__}")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print the effective settings, exit")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for s in SETTINGS:
         if not s.flags:
             continue
         group = groups.get(s.section) or groups.setdefault(
             s.section, parser.add_argument_group(s.section.lower()))
-        default = "" if s.default in (None, [], False) else f" [{s.default}]"
+        shown = s.default is not None and s.default is not False and s.default != []
+        default = f" [{s.default}]" if shown else ""
+        help_text = (s.help + default).replace("%", "%%")  # argparse %-formats help
         if s.switch:
-            group.add_argument(*s.flags, dest=s.name, action="store_true", help=s.help)
+            group.add_argument(*s.flags, dest=s.name, action="store_true", help=help_text)
         else:
             group.add_argument(*s.flags, dest=s.name, metavar=s.metavar,
                                action="append" if s.append else "store",
-                               help=s.help + default)
+                               help=help_text)
     return parser
 
 
@@ -77,7 +89,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str], origin: str) ->
         ns = parser.parse_args(list(argv))
     except UsageError as exc:
         raise UsageError(f"{origin}: {exc}") from None
-    return {k: validate(k, v, origin) if k != "app" else v for k, v in vars(ns).items()}
+    return {k: v if k in ("app", "check_config") else validate(k, v, origin)
+            for k, v in vars(ns).items()}
 
 
 def build_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
@@ -92,6 +105,7 @@ def build_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         values.update(load_config_file(path))
     values.update(from_env)
     values.update(given)
+    values.pop("check_config", None)
     app = values.pop("app", None)
     if app is None:
         raise UsageError("no app given (e.g. prefork examples.hello:app)")
@@ -109,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         print(f"prefork: error: {exc}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
+    if "--check-config" in args:
+        print(f"app = {config.app}")
+        for setting in SETTINGS:
+            print(f"{setting.name} = {getattr(config, setting.name)}")
+        sys.exit(ExitCode.OK)
     try:
         code = Master(config, args).run()
     except BindError as exc:

@@ -25,8 +25,16 @@ from typing import Any, Protocol
 
 from . import log
 from .config import Config
-from .http11 import CLOSED, NEED_DATA, Data, EndOfMessage, Limits, ProtocolError, Request
-from .http11 import RequestParser
+from .http11 import (
+    CLOSED,
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    Limits,
+    ProtocolError,
+    Request,
+    RequestParser,
+)
 from .wsgi import AppError, FileWrapper, Response, build_environ, error_response
 
 logger = log.logger

@@ -459,7 +459,7 @@ class RequestParser:
         # RFC 9112 §3.2: the four forms, each only where it is allowed.
         if target[0] == _SLASH:
             if method == b"CONNECT":
-                raise ProtocolError(400, "CONNECT requires authority-form")
+                raise ProtocolError(400, "CONNECT requires an authority-form target")
             text = target.decode("latin-1")
             path, _, query = text.partition("?")
         elif method == b"CONNECT":
@@ -468,7 +468,7 @@ class RequestParser:
             text, path, query = target.decode("latin-1"), "", ""
         elif target == b"*":
             if method != b"OPTIONS":
-                raise ProtocolError(400, "asterisk-form only allowed with OPTIONS")
+                raise ProtocolError(400, "asterisk-form target only allowed with OPTIONS")
             text, path, query = "*", "*", ""
         else:
             a = _r.ABSOLUTE_FORM.fullmatch(target)

@@ -26,7 +26,7 @@ class _RoleFilter(logging.Filter):
         return True
 
 
-class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class ReopenableFileHandler(logging.StreamHandler):
     """A file handler whose file can be reopened under the same name (logrotate + USR1)."""
 
     def __init__(self, path: str) -> None:
@@ -102,14 +102,14 @@ def errors_stream() -> IO[str]:
     """wsgi.errors: the error log's stream."""
     for h in logger.handlers:
         if isinstance(h, logging.StreamHandler):
-            return h.stream  # type: ignore[no-any-return]
+            return h.stream
     return sys.stderr
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
 
 
-class _Atoms(dict):  # type: ignore[type-arg]
+class _Atoms(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "-"
 

@@ -111,7 +111,7 @@ class Master:
 
     def _preload(self) -> object:
         try:
-            app = load(self.config.app, self.config.chdir)
+            app = load(str(self.config.app), self.config.chdir)
         except BaseException:
             logger.error("app %s failed to load:\n%s", self.config.app,
                          traceback.format_exc().rstrip())
@@ -278,7 +278,6 @@ class Master:
         """Ask one worker to finish its requests and exit, with a deadline."""
         record.retiring = True
         record.kill_at = now + self.config.graceful_timeout
-        record.kill_reason = record.kill_reason or "graceful timeout"
         self._kill(record, signal.SIGTERM)
 
     def _stop(self, graceful: bool, now: float) -> None:
@@ -387,8 +386,9 @@ class Master:
             self._kill(r, DUMP_SIGNAL)
             self._kill(r, signal.SIGCONT)  # a stopped worker must run to dump its stacks
         for r in policy.kill_due(self.records, now):
+            r.kill_reason = r.kill_reason or "stop deadline passed"
             logger.warning("killing worker slot=%d pid=%d reason=%s", r.slot, r.pid,
-                           r.kill_reason or "deadline")
+                           r.kill_reason)
             r.killed = True
             self._kill(r, signal.SIGKILL)
 

@@ -70,7 +70,7 @@ class Context:
     master_pid: int
     close_fds: list[int]  # fds the master owns and this worker must not keep
     app: Any = None  # set when preloaded
-    unblock: set[signal.Signals] = field(default_factory=set)  # mask to restore after set-up
+    unblock: set[int] = field(default_factory=set)  # mask to restore after set-up
 
 
 _ACCEPT, _MASTER, _SIGNAL = "accept", "master", "signal"
@@ -106,7 +106,7 @@ def _drop_privileges(user: str | None, group: str | None) -> None:
 
 def run(ctx: Context) -> NoReturn:
     """The whole life of a worker. Called in the child right after fork()."""
-    code = ExitCode.ERROR
+    code: int = ExitCode.ERROR
     try:
         code = Worker(ctx).main()
     except SystemExit as exc:
@@ -200,7 +200,7 @@ class Worker:
         app = ctx.app
         if app is None:
             try:
-                app = load(config.app, config.chdir)
+                app = load(str(config.app), config.chdir)
             except BaseException:
                 logger.error("app %s failed to load:\n%s", config.app,
                              traceback.format_exc().rstrip())

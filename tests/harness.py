@@ -90,15 +90,17 @@ class NotifySocket:
 
 class Server:
     def __init__(self, tmp_path: Path, app: str = "tests.apps:app", *args: str,
-                 workers: int = 2, env: dict[str, str] | None = None,
+                 workers: int | None = 2, env: dict[str, str] | None = None,
                  listen: bool = True, cwd: Path = REPO) -> None:
         self.tmp = tmp_path
         self.name = f"t{uuid.uuid4().hex[:10]}"
         self.log_path = tmp_path / f"{self.name}.log"
         self.notify = NotifySocket(tmp_path / f"{self.name}.notify")
         self.listener: socket.socket | None = None
-        argv = [*prefork_command(), app, "--name", self.name, "--workers", str(workers),
+        argv = [*prefork_command(), app, "--name", self.name,
                 "--error-logfile", str(self.log_path), *args]
+        if workers is not None:
+            argv += ["--workers", str(workers)]
         environ = dict(os.environ, NOTIFY_SOCKET=self.notify.path, PYTHONDONTWRITEBYTECODE="1")
         environ.pop("PREFORK_CMD_ARGS", None)
         environ.update(env or {})

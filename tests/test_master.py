@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import signal
 import socket
@@ -108,7 +107,7 @@ def test_stopped_worker_is_dumped_and_replaced(servers) -> None:
     server.wait_workers(1, exclude={victim})
     # --timeout 2 plus the dump grace; generous slack for a loaded machine.
     assert time.monotonic() - started < 2 + 0.5 + 5
-    assert "worker timeout slot=1 pid=%d" % victim in server.log()
+    assert f"worker timeout slot=1 pid={victim}" in server.log()
     assert server.request("/")[0] == 200
 
 
