@@ -37,10 +37,17 @@ class ReopenableFileHandler(logging.StreamHandler):
         return open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 
     def reopen(self) -> None:
+        """Switch to a fresh file at `path`; keep the old one if it cannot be opened
+        (a worker that dropped privileges may not create files where root can)."""
+        try:
+            new = self._open()
+        except OSError as exc:
+            logger.warning("reopen(%s): %s; still writing to the old file", self.path,
+                           exc.strerror)
+            return
         self.acquire()
         try:
-            old = self.stream
-            self.stream = self._open()
+            old, self.stream = self.stream, new
             old.close()
         finally:
             self.release()

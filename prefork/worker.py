@@ -195,6 +195,9 @@ class Worker:
         for item in config.raw_env:
             key, _, value = item.partition("=")
             os.environ[key] = value
+        # Import the protocol code (and the stdlib it needs) while we can still read it:
+        # after the switch the new user may not see the interpreter's own directories.
+        make_handler = self._handler_factory()
         if config.user or config.group:
             _drop_privileges(config.user, config.group)
         app = ctx.app
@@ -205,18 +208,20 @@ class Worker:
                 logger.error("app %s failed to load:\n%s", config.app,
                              traceback.format_exc().rstrip())
                 return ExitCode.APP_LOAD_ERROR
-        handler = self._make_handler(app)
+        handler = make_handler(app)
         self.beat.ready()
         logger.debug("ready pid=%d generation=%d", os.getpid(), ctx.generation)
         self._serve(handler)
         return ExitCode.OK
 
-    def _make_handler(self, app: Any) -> Handler:
+    def _handler_factory(self) -> Callable[[Any], Handler]:
         if self.config.protocol == "tcp":
             from .tcp import make_handler
-            return make_handler(app, self.on_request)
+
+            return lambda app: make_handler(app, self.on_request)
         from .connection import make_handler as make_http_handler
-        return make_http_handler(app, self.config, self)
+
+        return lambda app: make_http_handler(app, self.config, self)
 
     # -- the loop -------------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         while os.path.exists(marker) and time.monotonic() < deadline:
             time.sleep(0.01)
         return _text(start_response, f"released {os.getpid()}")
+    if path == "/exit":
+        os._exit(1)
+    if path == "/getenv":
+        return _text(start_response, os.environ.get(environ["QUERY_STRING"], "<unset>"))
     if path == "/spin":
         spin_forever()
     if path == "/c-sleep":

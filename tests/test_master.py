@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -320,3 +322,106 @@ def test_first_generation_crash_exits_3(servers, tmp_path: Path) -> None:
     server = servers("crasher:app", "--chdir", str(tmp_path), workers=2)
     assert server.wait_exit() == 3
     assert "died before it was ready (signal SIGKILL)" in server.log()
+
+
+def test_worker_that_keeps_dying_young_is_backed_off(servers) -> None:
+    server = servers(workers=1)
+    server.wait_ready()
+    for attempt in (1, 2):
+        (pid,) = server.wait_workers(1)
+        server.wait_log(rf"worker ready slot=1 pid={pid}")
+        with pytest.raises(OSError):  # http.client sees the connection die
+            server.request("/exit")
+        server.wait_log(rf"slot=1 crashed young {attempt} time\(s\) in a row; respawn in "
+                        rf"{0.1 * 2 ** (attempt - 1):.1f} s")
+    server.wait_workers(1)
+    assert server.proc.poll() is None
+
+
+def test_workers_hold_only_their_own_descriptors(servers) -> None:
+    server = servers(workers=4)
+    server.wait_ready()
+    counts = {p.pid: p.num_fds() for p in server.workers()}
+    # The last worker forked while the master held three more channels: if it had
+    # inherited them its count would be higher than the first worker's.
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_raw_env_reaches_the_workers(servers) -> None:
+    server = servers("tests.apps:app", "-e", "PREFORK_TEST_VAR=forty two", workers=1)
+    server.wait_ready()
+    assert server.request("/getenv?PREFORK_TEST_VAR")[1] == b"forty two"
+    # The master must not leak systemd's variables to the app either.
+    assert server.request("/getenv?NOTIFY_SOCKET")[1] == b"<unset>"
+    assert server.request("/getenv?LISTEN_FDS")[1] == b"<unset>"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="dropping privileges needs root")
+def test_workers_drop_privileges(servers) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    # The app is imported after the switch, so it must live where nobody can read it.
+    public = Path(tempfile.mkdtemp(prefix="prefork-public-"))
+    try:
+        public.chmod(0o755)
+        (public / "whoami_app.py").write_text(
+            "import os\n"
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [])\n"
+            "    return [f'{os.getuid()}:{os.getgid()}'.encode()]\n")
+        server = servers("whoami_app:app", "--user", "nobody", "--chdir", str(public),
+                         workers=1)
+        server.wait_ready()
+        assert server.request("/")[1] == f"{nobody.pw_uid}:{nobody.pw_gid}".encode()
+    finally:
+        shutil.rmtree(public)
+    assert psutil.Process(server.pid).uids().real == 0  # the master keeps root to bind
+
+
+def test_hup_rereads_the_config_file(servers, tmp_path: Path) -> None:
+    config = tmp_path / "conf.py"
+    config.write_text("workers = 2\n")
+    server = servers("tests.apps:app", "-c", str(config), workers=None)
+    server.wait_ready()
+    old = server.wait_workers(2)
+    config.write_text("workers = 3\n")
+    mark = len(server.notify.messages)
+    server.kill(signal.SIGHUP)
+    server.wait_ready(after=mark)
+    server.wait_workers(3, exclude=old)
+
+
+def test_hup_with_a_broken_config_keeps_serving(servers, tmp_path: Path) -> None:
+    config = tmp_path / "conf.py"
+    config.write_text("workers = 2\n")
+    server = servers("tests.apps:app", "-c", str(config), workers=None)
+    server.wait_ready()
+    old = server.wait_workers(2)
+    config.write_text("wrokers = 3\n")
+    mark = len(server.notify.messages)
+    server.kill(signal.SIGHUP)
+    _, message = server.notify.wait("READY=1", after=mark)
+    assert "unknown setting 'wrokers' (did you mean workers?)" in message
+    assert server.worker_pids() == old
+    assert server.request("/")[0] == 200
+
+
+def test_ttin_survives_a_reload(servers) -> None:
+    server = servers(workers=1)
+    server.wait_ready()
+    server.kill(signal.SIGTTIN)
+    old = server.wait_workers(2)
+    mark = len(server.notify.messages)
+    server.kill(signal.SIGHUP)
+    server.wait_ready(after=mark)
+    server.wait_workers(2, exclude=old)
+
+
+def test_fd_bind(servers, tmp_path: Path) -> None:
+    # fd://N: an inherited listening socket at a number of our choosing (here 3, handed
+    # over by the harness without LISTEN_FDS).
+    server = servers("tests.apps:app", "--bind", "fd://3", workers=1,
+                     env={"LISTEN_FDS": ""})
+    server.wait_ready()
+    assert server.request("/")[0] == 200

@@ -1,0 +1,95 @@
+"""The master's decisions, driven in memory with a fake clock (no processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from prefork import policy
+from prefork.policy import SlotBackoff, WorkerRecord
+
+
+@pytest.fixture
+def channel():
+    a, b = socket.socketpair()
+    yield a
+    a.close()
+    b.close()
+
+
+def record(channel, slot: int, generation: int = 1, born: float = 0.0, **kw) -> WorkerRecord:
+    return WorkerRecord(pid=1000 + slot, slot=slot, generation=generation, channel=channel,
+                        dump_fd=-1, born=born, last_beat=kw.pop("last_beat", born), **kw)
+
+
+def test_free_slots_fill_the_lowest_numbers(channel) -> None:
+    records = [record(channel, 2), record(channel, 4)]
+    assert policy.free_slots(records, 1, 4) == [1, 3]
+    assert policy.free_slots(records, 1, 2) == []
+    assert policy.free_slots(records, 2, 2) == [1, 2]  # another generation counts apart
+
+
+def test_retiring_and_gone_workers_do_not_count(channel) -> None:
+    records = [record(channel, 1, retiring=True), record(channel, 2, gone=True),
+               record(channel, 3)]
+    assert policy.free_slots(records, 1, 3) == [1, 2]
+
+
+def test_counting_not_slot_numbers_decides_after_ttou(channel) -> None:
+    # TTOU retired slot 1 and lowered the target to 2: slots 2 and 3 serve, none is missing.
+    records = [record(channel, 1, retiring=True), record(channel, 2), record(channel, 3)]
+    assert policy.free_slots(records, 1, 2) == []
+
+
+def test_oldest_is_the_first_born(channel) -> None:
+    records = [record(channel, 1, born=5.0), record(channel, 2, born=1.0),
+               record(channel, 3, born=0.5, retiring=True)]
+    assert policy.oldest(records, 1).slot == 2
+
+
+def test_timeouts(channel) -> None:
+    quiet = record(channel, 1, last_beat=0.0)
+    fresh = record(channel, 2, last_beat=9.5)
+    dying = record(channel, 3, last_beat=0.0, kill_at=11.0)
+    records = [quiet, fresh, dying]
+    assert policy.timed_out(records, now=10.0, timeout=5.0) == [quiet]
+    assert policy.timed_out(records, now=10.0, timeout=0) == []  # 0 disables
+    assert policy.kill_due(records, now=11.0) == [dying]
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    backoff = SlotBackoff()
+    delays = [policy.next_backoff(backoff, now=100.0) for _ in range(12)]
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert delays[-1] == policy.BACKOFF_CAP
+    assert backoff.not_before == 100.0 + policy.BACKOFF_CAP
+
+
+def test_died_young(channel) -> None:
+    assert policy.died_young(record(channel, 1), now=100.0)  # never ready
+    assert policy.died_young(record(channel, 1, ready=True, ready_at=98.0), now=100.0)
+    assert not policy.died_young(record(channel, 1, ready=True, ready_at=10.0), now=100.0)
+
+
+def test_nearest_deadline(channel) -> None:
+    records = [record(channel, 1, last_beat=10.0), record(channel, 2, last_beat=0.0,
+                                                          kill_at=12.0)]
+    assert policy.nearest_deadline(records, 11.0, 30.0, {}) == 12.0
+    assert policy.nearest_deadline(records[:1], 11.0, 30.0, {}) == 40.0
+    backoffs = {3: SlotBackoff(1, 11.5)}
+    assert policy.nearest_deadline(records[:1], 11.0, 30.0, backoffs) == 11.5
+    assert policy.nearest_deadline([], 11.0, 0, {}) == 11.0 + 3600.0
+
+
+def test_describe_status() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(4)
+    assert policy.describe_status(os.waitpid(pid, 0)[1]) == "exit code 4"
+    pid = os.fork()
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    assert policy.describe_status(os.waitpid(pid, 0)[1]) == "signal SIGKILL"
