@@ -425,3 +425,52 @@ def test_fd_bind(servers, tmp_path: Path) -> None:
                      env={"LISTEN_FDS": ""})
     server.wait_ready()
     assert server.request("/")[0] == 200
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_quick_stop_does_not_wait_for_requests(servers, tmp_path: Path, sig: int) -> None:
+    server = servers(workers=2)
+    server.wait_ready()
+    conn, busy = hold(server, tmp_path / "held")  # never released
+    workers = server.workers()
+    server.kill(sig)
+    assert server.wait_exit() == 0
+    gone, alive = psutil.wait_procs(workers, timeout=DEADLINE)
+    assert not alive
+    assert conn.recv(100) == b""  # the held request died with its worker
+    conn.close()
+
+
+def test_serve_api_runs_a_tcp_handler(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "serve_echo.py"
+    script.write_text(
+        "import sys\n"
+        "import prefork\n"
+        "from tests.apps import echo\n"
+        "sys.exit(prefork.serve(echo, protocol='tcp', bind=['fd://3'], workers=2,\n"
+        "                       proc_name=sys.argv[1]))\n")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    fd = sock.fileno()
+    name = f"api{os.getpid()}"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), name], env=env, pass_fds=(3,),
+                            preexec_fn=lambda: os.dup2(fd, 3), stderr=subprocess.PIPE)
+    try:
+        with socket.create_connection(sock.getsockname(), DEADLINE) as client:
+            client.settimeout(DEADLINE)
+            client.sendall(b"ping")
+            assert client.recv(10) == b"ping"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+        assert b"worker ready" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        sock.close()
