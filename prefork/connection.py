@@ -10,7 +10,10 @@ Rules:
   reading is dropped, NOTES §3.2).
 - A protocol error gets its status, `Connection: close`, and a lingering close
   (shutdown(SHUT_WR), discard what arrives for a moment, RFC 9112 §9.6); nothing after it
-  is read as another request, and the app is never called.
+  is read as another request, and the app is never called. A response that leaves part of
+  the request body unread ends in a lingering close too.
+- A failed send or recv on the client socket is a `ClientError` (drop the client); any
+  other exception out of the app, OSError included, is the app's (500, traceback).
 """
 
 from __future__ import annotations
@@ -45,7 +48,15 @@ RECV_SIZE = 65536
 
 
 class ClientError(OSError):
-    """The client went away or stalled while the app was reading the body."""
+    """A send or recv on the client socket failed: the client went away or stalled.
+
+    Raised only at the socket calls made for a request, so an OSError the app raises for
+    its own reasons (a missing file) stays an app error: a 500 and a traceback.
+    """
+
+
+class BodyTimeout(ClientError):
+    """The client stopped sending the request body (408 if nothing was answered yet)."""
 
 
 class WorkerState(Protocol):
@@ -107,6 +118,7 @@ class HttpConnection:
         self.deadline = now + settings.header_timeout
         self.lingering = False
         self.closed = False
+        self.served = False  # a request has started on this connection
         if isinstance(addr, tuple):
             self.peer = (str(addr[0]), str(addr[1]))
             self.trusted = settings.trust_all or addr[0] in settings.trusted
@@ -117,6 +129,12 @@ class HttpConnection:
     # -- the Conn protocol (worker.py) ----------------------------------------------------
 
     def idle(self) -> bool:
+        # A fresh connection is not idle: its client connected to send a request, and a
+        # graceful stop that dropped it would lose that request (its header deadline
+        # still bounds how long it can keep a stopping worker).
+        return self.served and self._between_requests()
+
+    def _between_requests(self) -> bool:
         return not self.lingering and not self.parser.in_request and not self.parser.buffered
 
     def close(self) -> None:
@@ -144,7 +162,7 @@ class HttpConnection:
             if not data:
                 self.close()
             return not self.closed
-        if data and self.idle():
+        if data and self._between_requests():
             self.deadline = now + self.settings.header_timeout  # a new head begins
         self.parser.feed(data)
         return self._process(now)
@@ -181,6 +199,18 @@ class HttpConnection:
         try:
             self.sock.settimeout(self.settings.io_timeout)
             self.sock.sendall(error_response(status, reason))
+        except OSError:
+            self.close()
+            return False
+        return self._linger(now)
+
+    def _linger(self, now: float) -> bool:
+        """Half-close, then discard input for a moment before closing (RFC 9112 §9.6).
+
+        A close() with unread input sends a RST, which can destroy the response still in
+        flight to a client that is busy sending a body. False: closed at once instead.
+        """
+        try:
             self.sock.shutdown(socket.SHUT_WR)
             self.sock.setblocking(False)
         except OSError:
@@ -190,23 +220,37 @@ class HttpConnection:
         self.deadline = now + LINGER
         return True
 
+    def _close_after(self, body: Input) -> None:
+        """The response is out and the connection ends: linger if a body may still come."""
+        if body.done:
+            self.close()
+        else:
+            self._linger(time.monotonic())
+
     def _serve(self, req: Request) -> bool:
         """Run the app for one request. True: the connection may carry another request."""
         settings = self.settings
         settings.worker.on_request()
+        self.served = True
         started = time.time()
         sock = self.sock
         sock.settimeout(settings.io_timeout)
         body = Input(self, req)
         keep_alive = req.keep_alive and settings.keepalive > 0 and not settings.worker.stopping
-        resp = Response(req, sock.sendall, keep_alive)
+        resp = Response(req, self._send, keep_alive)
         resp.must_close = lambda: body.expect or settings.worker.stopping
         environ = build_environ(req, body, self._server_addr(), self._remote(req),
                                 self._scheme(req), log.errors_stream())
         try:
             self._run_app(environ, resp)
-        except (ClientError, OSError) as exc:
+        except ClientError as exc:
             logger.debug("client peer=%s dropped: %s", self.peer[0], exc)
+            if isinstance(exc, BodyTimeout) and not resp.head_sent:
+                resp.code = 408  # NOTES §3.2 item 2
+                try:
+                    sock.sendall(error_response(408, "request body not received in time"))
+                except OSError:
+                    pass
             self.close()
             return False
         except ProtocolError as exc:  # a bad body surfaced while the app read it
@@ -223,23 +267,33 @@ class HttpConnection:
                 try:
                     sock.sendall(error_response(500, "the application failed"))
                 except OSError:
-                    pass
-            self.close()
+                    self.close()
+                    return False
+            self._close_after(body)
             return False
         finally:
             if settings.access_format is not None:
                 log.access(settings.access_format, environ, req, resp.code, resp.body_bytes,
                            time.time() - started)
         if not resp.keep_alive or not body.drain():
-            self.close()
+            self._close_after(body)
             return False
         sock.setblocking(False)
         return True
 
+    def _send(self, data: bytes) -> None:
+        """sendall() for the response: a failure here is the client's, not the app's."""
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientError(f"send: {exc}") from exc
+
     def _run_app(self, environ: dict[str, Any], resp: Response) -> None:
         result = self.settings.app(environ, resp.start_response)
         try:
-            if isinstance(result, (list, tuple)) and resp.status is not None:
+            # A list is sent whole with its length, unless write() already sent a head.
+            if (isinstance(result, (list, tuple)) and resp.status is not None
+                    and not resp.head_sent):
                 if not all(isinstance(x, bytes) for x in result):
                     raise AppError("the app returned a non-bytes item")
                 resp.send_whole(result, sum(map(len, result)))
@@ -264,12 +318,19 @@ class HttpConnection:
         offset = os.lseek(fd, 0, os.SEEK_CUR)
         size = max(os.fstat(fd).st_size - offset, 0)
         if resp.length is not None:
+            if resp.length > size and not resp.no_body:
+                # The file holds less than the app's Content-Length: only a close can end
+                # the body, or the next response would be read as the missing bytes.
+                resp.keep_alive = False
             size = min(size, resp.length)
-        head = resp._head(size)
-        self.sock.sendall(head)
+        self._send(resp._head(size))
         if not resp.no_body and size:
-            self.sock.sendfile(wrapper.filelike, offset, size)
-            resp.body_bytes = size
+            try:
+                resp.body_bytes = self.sock.sendfile(wrapper.filelike, offset, size)
+            except OSError as exc:
+                raise ClientError(f"sendfile: {exc}") from exc
+            if resp.body_bytes < size:
+                resp.keep_alive = False  # the file shrank while we sent it: same reason
 
     # -- environ pieces -------------------------------------------------------------------
 
@@ -322,7 +383,7 @@ class Input:
         if self.expect:
             self.expect = False
             # RFC 9110 §10.1.1: the client may wait for this before sending the body.
-            conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn._send(b"HTTP/1.1 100 Continue\r\n\r\n")
         while True:
             event = conn.parser.next_event()
             if isinstance(event, Data):
@@ -334,7 +395,9 @@ class Input:
             try:
                 data = conn.sock.recv(RECV_SIZE)
             except TimeoutError:
-                raise ClientError("timed out reading the request body") from None
+                raise BodyTimeout("timed out reading the request body") from None
+            except OSError as exc:
+                raise ClientError(f"recv: {exc}") from exc
             conn.parser.feed(data)
 
     def read(self, size: int | None = -1) -> bytes:

@@ -1,4 +1,4 @@
-"""Sans-I/O HTTP/1.1 request parser: bytes in, events out.
+r"""Sans-I/O HTTP/1.1 request parser: bytes in, events out.
 
 Rules
 -----
@@ -6,34 +6,43 @@ Rules
    events (``next_event``): ``Request``, zero or more ``Data``, ``EndOfMessage``, then
    the next pipelined request. ``NEED_DATA`` asks for more bytes; ``CLOSED`` reports a
    clean EOF between requests.
-2. Everything is parsed as ``bytes`` and validated by one compiled ``fullmatch``
-   (http11_rules) before anything is converted; text is decoded as latin-1 only
-   after validation (PEP 3333 native strings). ``int()`` only ever sees at most 18
-   decimal or 16 hex ASCII digits. No ``str.strip/split/splitlines/isdigit``.
+2. Everything is parsed as ``bytes`` and validated by patterns compiled once in
+   http11_rules before anything is converted; text is decoded as latin-1 only after
+   validation (PEP 3333 native strings). ``int()`` only ever sees at most 18 decimal
+   or 16 hex ASCII digits. No ``str.strip/split/splitlines/isdigit``.
 3. Lines end with CRLF only. A line ends at its first LF; an LF without CR before it
    (bare LF) and a CR anywhere inside a line (bare CR) are errors (RFC 9112 §2.2).
 4. Errors are decided in stream order, line by line, with the length check of a line
-   first; the outcome (status included) therefore does not depend on how the bytes
+   first; the outcome (status and reason) therefore does not depend on how the bytes
    were split across ``feed`` calls. An incomplete line already longer than its limit
    fails at once, so a head that never ends cannot grow the buffer without bound.
-5. Any violation raises ``ProtocolError(status, reason)``; the parser is then dead and
+5. A complete head normally goes through one find of CRLFCRLF and one ``findall`` over
+   all header lines (``_fast_head``); whenever that pass sees anything unusual it
+   changes nothing and the per-line path decides, so both always agree (rule 4).
+6. Any violation raises ``ProtocolError(status, reason)``; the parser is then dead and
    re-raises the same error forever. The caller must answer and close (RFC 9112 §6.1,
    §6.3: after a framing error the connection cannot be reused).
-6. A body is delimited by chunked or by Content-Length, never both; no TE/CL in a
+7. A body is delimited by chunked or by Content-Length, never both; no TE/CL in a
    request means no body (RFC 9112 §6.3 item 7). Data never runs past the message.
 
-Decisions (where RFC 9112 leaves a choice): bare LF and obs-fold are rejected (400);
+Decisions (where the RFCs leave a choice): bare LF and obs-fold are rejected (400);
 ``Transfer-Encoding`` with ``Content-Length`` is rejected (400); a TE list whose final
 coding is not ``chunked`` is 400 (§6.3 item 4, a MUST) even if it also names an unknown
 coding, while ``gzip, chunked`` is 501 (§6.1); transfer parameters are 400. An empty
 Host is accepted only with an absolute-form target. Duplicate or invalid Host is 400
 on HTTP/1.0 too ("any request message", §3.2). Content-Length list elements are
 compared as numbers (``005, 5`` is 5) and may not be empty. Up to two CRLFs before a
-request line are skipped (§2.2) and do not start a request.
+request line are skipped (§2.2) and do not start a request (``in_request`` stays False).
 
-Benchmark (Python 3.11, one core; GET with 5 header fields, Request + EndOfMessage):
-  python -m timeit -s "from prefork.http11 import RequestParser as P; r=b'GET /a?b=1 HTTP/1.1\\r\\nHost: example.com\\r\\nUser-Agent: curl/8.0\\r\\nAccept: */*\\r\\nAccept-Encoding: gzip\\r\\nCookie: a=b\\r\\n\\r\\n'" "p=P(); p.feed(r); p.next_event(); p.next_event()"
-  -> about 6.5 usec per loop (including creating the parser), about 150 000 requests/s.
+Benchmark (CPython 3.11.7 on the 2-vCPU dev VM; a GET with 5 header fields parsed to
+Request + EndOfMessage by a reused parser):
+    python -m timeit -s "from prefork.http11 import RequestParser; p = RequestParser()" \
+      -s "r = b'GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.0\r\n'" \
+      -s "r += b'Accept: */*\r\nAccept-Encoding: gzip\r\nCookie: a=b\r\n\r\n'" \
+      "p.feed(r); p.next_event(); p.next_event()"
+    -> 9 usec per loop (~110 000 heads/s per core); a browser GET with 13 fields takes
+    15 usec. A bare ``re.fullmatch(b"host: example.com")`` takes 0.22-0.35 usec on that
+    VM, so expect these to be 2-3x faster on a current desktop CPU.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from prefork import http11_rules as _r
+from prefork.http11_rules import Limits
 
 __all__ = [
     "CLOSED", "NEED_DATA", "Data", "EndOfMessage", "Event", "Limits", "ProtocolError",
@@ -59,15 +69,6 @@ class ProtocolError(Exception):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
-
-
-@dataclass(slots=True)
-class Limits:
-    request_line: int = 8190  # request line bytes (excl. CRLF) -> 414
-    fields: int = 100  # header fields (and, separately, trailer fields) -> 431
-    field_size: int = 8190  # one header/trailer line (excl. CRLF) -> 431
-    body: int = 0  # body bytes, 0 = unlimited -> 413
-    chunk_ext: int = 4096  # one chunk-size line incl. extensions (excl. CRLF) -> 400
 
 
 @dataclass(slots=True)
@@ -116,6 +117,8 @@ class EndOfMessage:
 
 
 class Sentinel:
+    """NEED_DATA and CLOSED: compare with ``is``."""
+
     __slots__ = ("_name",)
 
     def __init__(self, name: str) -> None:
@@ -142,35 +145,7 @@ _V11: Final = (1, 1)
 _V10: Final = (1, 0)
 _CR: Final = 13
 _SLASH: Final = 47
-
-
-def _bad_request_line(line: bytes) -> ProtocolError:
-    # Only called on failure, to give a precise reason; every outcome is a 400.
-    if b"\r" in line:
-        return ProtocolError(400, "bare CR in request line")
-    parts = line.split(b" ")
-    if len(parts) != 3:
-        return ProtocolError(400, "malformed request line")
-    method, target, version = parts
-    if _r.TOKEN.fullmatch(method) is None:
-        return ProtocolError(400, "invalid method")
-    if not target or any(b < 0x21 or b == 0x7F for b in target):
-        return ProtocolError(400, "invalid request-target")
-    return ProtocolError(400, "invalid HTTP version")
-
-
-def _bad_field_line(line: bytes, what: str) -> ProtocolError:
-    if line[:1] in (b" ", b"\t"):
-        # RFC 9112 §5.2 (obs-fold) and §2.2 (whitespace after the start-line).
-        return ProtocolError(400, f"obs-fold or leading whitespace in {what} line")
-    name, colon, _ = line.partition(b":")
-    if not colon:
-        return ProtocolError(400, f"missing colon in {what} line")
-    if name[-1:] in (b" ", b"\t"):
-        return ProtocolError(400, f"whitespace before colon in {what} line")  # §5.1
-    if _r.TOKEN.fullmatch(name) is None:
-        return ProtocolError(400, f"invalid {what} name")
-    return ProtocolError(400, f"invalid {what} value")
+_UNDERSCORE: Final = 95  # an int: `int in bytes` is ~10x faster than `bytes in bytes`
 
 
 class RequestParser:
@@ -217,13 +192,21 @@ class RequestParser:
 
     @property
     def buffered(self) -> int:
+        """Bytes received and not yet consumed (e.g. the next pipelined request)."""
         return len(self._buf)
 
     @property
     def in_request(self) -> bool:
+        """True from the first byte of a request head (skipped CRLFs aside) until the
+        next_event() that returns its EndOfMessage."""
         return self._state != _HEAD or self._reqline is not None or len(self._buf) > 0
 
     def next_event(self) -> Event:
+        """The next event, NEED_DATA, or CLOSED (clean EOF between requests).
+
+        Raises ProtocolError on any violation, including EOF inside a head or body;
+        after that every call raises the same error again.
+        """
         if self._error is not None:
             raise self._error
         try:
@@ -308,7 +291,7 @@ class RequestParser:
                 raise ProtocolError(431, "too many trailer fields")
             m = _r.FIELD_LINE.fullmatch(line)
             if m is None:
-                raise _bad_field_line(line, "trailer")
+                raise ProtocolError(400, _r.field_line_error(line, "trailer"))
             name = m.group(1).lower().decode("latin-1")
             if "_" not in name and name not in _r.FORBIDDEN_TRAILERS:
                 self._trailers.append((name, m.group(2).decode("latin-1")))
@@ -349,7 +332,7 @@ class RequestParser:
         elif buf[:2] == b"\r\n":
             del buf[:2]
             return self._finish_head()
-        # The whole (rest of the) head is buffered. An LF at the scan position can at
+        # Is the whole (rest of the) head buffered? An LF at the scan position can at
         # best be the second byte of the terminator.
         end = buf.find(b"\r\n\r\n", self._scan - 1 if self._scan else 0)
         if end >= 0:
@@ -390,19 +373,22 @@ class RequestParser:
         limits = self._limits
         nlines = buf.count(b"\r\n", 0, end)  # = number of header lines
         i = buf.find(b"\r\n", 0, end) if nlines else end  # end of the request line
-        if end - i > limits.field_size or nlines > limits.fields:
+        # Every line within its limit (a bare LF in the request line then fails the
+        # request-line regex, exactly as the per-line path would report it).
+        if i > limits.request_line or end - i > limits.field_size or nlines > limits.fields:
             return False
         pairs = _r.FIELD_LINES.findall(buf, i, end)
-        # One match per CRLF means no bare CR/LF and no invalid line after the
-        # request line; a bare LF inside the request line is checked by hand.
-        if len(pairs) != nlines or buf.find(b"\n", 0, i) >= 0:
+        # One match per CRLF: no bare CR/LF and no invalid line after the request line.
+        if len(pairs) != nlines:
             return False
-        self._request_line(bytes(buf[:i]))
+        self._request_line(buf, i)
+        if pairs and (buf[end - 1] in b" \t" or _r.TRAILING_OWS.search(buf, i, end)):
+            pairs = [(name, value.rstrip(b" \t")) for name, value in pairs]
         # "_" in a name: dropped, see _take_lines.
         headers = self._headers = [
             (name.lower().decode("latin-1"), value.decode("latin-1"))
             for name, value in pairs
-            if b"_" not in name
+            if _UNDERSCORE not in name
         ]
         special = _r.SPECIAL_FIELDS
         self._special = [field for field in headers if field[0] in special]
@@ -413,7 +399,7 @@ class RequestParser:
         limits = self._limits
         start = 0
         if self._reqline is None:
-            self._request_line(lines[0])
+            self._request_line(lines[0], len(lines[0]))
             start = 1
         field_size = limits.field_size
         max_fields = limits.fields
@@ -430,9 +416,9 @@ class RequestParser:
                 raise ProtocolError(431, "too many header fields")
             m = match(line)
             if m is None:
-                raise _bad_field_line(line, "header")
+                raise ProtocolError(400, _r.field_line_error(line, "header"))
             raw_name, raw_value = m.groups()
-            if b"_" in raw_name:
+            if _UNDERSCORE in raw_name:
                 # PEP 3333 maps "_" and "-" to the same CGI name; a client could spoof
                 # a proxy-set field (X_Forwarded_For), so such fields are dropped.
                 continue
@@ -442,12 +428,13 @@ class RequestParser:
             headers.append(field)
         self._nfields = nfields
 
-    def _request_line(self, line: bytes) -> None:
-        if len(line) > self._limits.request_line:
+    def _request_line(self, data: bytes | bytearray, end: int) -> None:
+        """Parse the request line data[:end] (regex groups are bytes either way)."""
+        if end > self._limits.request_line:
             raise ProtocolError(414, "request line too long")
-        m = _r.REQUEST_LINE.fullmatch(line)
+        m = _r.REQUEST_LINE.fullmatch(data, 0, end)
         if m is None:
-            raise _bad_request_line(line)
+            raise ProtocolError(400, _r.request_line_error(bytes(data[:end])))
         method, target, version = m.groups()
         if version == b"HTTP/1.1":
             v = _V11
@@ -484,7 +471,7 @@ class RequestParser:
     def _finish_head(self) -> Request:
         assert self._reqline is not None
         method, target, path, query, version, authority = self._reqline
-        hosts: list[str] = []
+        hosts: list[tuple[str, bytes]] = []
         cl: int | None = None
         codings: list[bytes] | None = None
         ctypes = 0
@@ -507,7 +494,7 @@ class RequestParser:
                     codings = []
                 codings += _r.TOKEN.findall(value.lower())
             elif name == "host":
-                hosts.append(text)
+                hosts.append((text, value))
             elif name == "connection":
                 for token in _r.TOKEN.findall(value.lower()):
                     if token == b"close":
@@ -524,10 +511,9 @@ class RequestParser:
         if len(hosts) > 1:
             raise ProtocolError(400, "duplicate Host")
         if hosts:
-            host = hosts[0]
-            if host or authority is None:
-                if _r.HOST.fullmatch(host.encode("latin-1")) is None:
-                    raise ProtocolError(400, "invalid Host")
+            host, raw = hosts[0]
+            if (raw or authority is None) and _r.HOST.fullmatch(raw) is None:
+                raise ProtocolError(400, "invalid Host")
         elif version == _V11:
             raise ProtocolError(400, "missing Host")
         if authority is not None:
@@ -549,15 +535,13 @@ class RequestParser:
         body = self._limits.body
         if cl is not None and body and cl > body:
             raise ProtocolError(413, "request body too large")
-        if version == _V11:
-            keep_alive = not close
-            expect_continue = expect
-        else:
-            keep_alive = keep_alive and not close
-            expect_continue = False
+        # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+        # RFC 9110 §10.1.1: a 1.0 client never waits for 100 Continue.
+        v11 = version == _V11
+        keep_alive = not close and (v11 or keep_alive)
         request = Request(
             method, target, path, query, version, self._headers, host, cl,
-            chunked, keep_alive, expect_continue,
+            chunked, keep_alive, expect and v11,
         )
         self._total = 0
         if chunked:

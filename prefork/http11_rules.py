@@ -1,19 +1,36 @@
-"""Grammar and constants for prefork.http11 (RFC 9112 / RFC 9110), compiled once.
+"""Limits, grammar and constants for prefork.http11 (RFC 9112 / RFC 9110).
 
 Rules
 -----
-1. Every pattern runs on ``bytes`` with ``fullmatch``; nothing here ever sees a
-   decoded ``str``, so Unicode digits, whitespace and case folding cannot leak in.
+1. Every pattern is compiled once and runs on ``bytes`` (``fullmatch``, or an anchored
+   ``findall`` whose match count is checked); nothing here sees a decoded ``str``, so
+   Unicode digits, whitespace and case folding cannot leak in.
 2. Character classes are spelled out byte by byte; no ``\\s``, ``\\d``, ``\\w`` or ``.``.
 3. Every repetition that feeds ``int()`` has a fixed upper bound (18 decimal or 16
    hex digits), so ``int()`` never sees more than 2**64 and never hits the
    4300-digit limit.
+4. No pattern may backtrack more than linearly on any input (tests/test_http11.py
+   times each against long hostile inputs): adjacent runs that could trade bytes
+   are made possessive/atomic (Python 3.11 syntax).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
+
+
+@dataclass(slots=True)
+class Limits:
+    """Per-connection parser limits; each names the status that exceeding it gets."""
+
+    request_line: int = 8190  # request line bytes (excl. CRLF) -> 414
+    fields: int = 100  # header fields (and, separately, trailer fields) -> 431
+    field_size: int = 8190  # one header/trailer line (excl. CRLF) -> 431
+    body: int = 0  # body bytes, 0 = unlimited -> 413
+    chunk_ext: int = 4096  # one chunk-size line incl. extensions (excl. CRLF) -> 400
+
 
 # RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
 #                          "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
@@ -30,24 +47,33 @@ REQUEST_LINE: Final = re.compile(
 
 # RFC 9112 §5 / RFC 9110 §5.5: field-name ":" OWS field-value OWS, where field-value
 # starts and ends with a field-vchar. No whitespace before the colon (§5.1), no
-# obs-fold (§5.2): both simply fail to match.
+# obs-fold (§5.2): both simply fail to match. The possessive/atomic parts (Python 3.11)
+# matter: with plain "[ \t]*" the two OWS runs can trade bytes, which made a failing
+# "X:" + 8000 SP + NUL take O(n**2) (0.3 s here).
 FIELD_LINE: Final = re.compile(
-    rb"(" + _TOKEN + rb"):[ \t]*((?:" + _FVCHAR + rb"+(?:[ \t]+" + _FVCHAR + rb"+)*)?)[ \t]*"
+    rb"(" + _TOKEN + rb"):[ \t]*+((?>(?:" + _FVCHAR + rb"+(?:[ \t]+" + _FVCHAR + rb"+)*)?))[ \t]*"
 )
 
 # The same field-line grammar for a whole header block in one findall: a match starts
 # at a CRLF and must end right before the next CRLF (or the end of the head), so it
-# covers exactly one line; the block is valid iff every CRLF starts a match.
-FIELD_LINES: Final = re.compile(rb"\r\n" + FIELD_LINE.pattern + rb"(?=\r\n|\Z)")
+# covers exactly one line; the block is valid iff every CRLF starts a match. The value
+# class is flat ("OWS field-value OWS" is exactly any run of field-vchar/SP/HTAB), which
+# is much faster in sre; the caller strips trailing OWS, see TRAILING_OWS.
+FIELD_LINES: Final = re.compile(
+    rb"\r\n(" + _TOKEN + rb"):[ \t]*+([\t\x20-\x7e\x80-\xff]*+)(?=\r\n|\Z)"
+)
+# A CRLF right after SP/HTAB: some value in the block has trailing OWS. (Starting with
+# the literal CRLF lets sre skip ahead fast; a leading "[ \t]" would stop at every SP.)
+TRAILING_OWS: Final = re.compile(rb"\r\n(?<=[ \t]\r\n)")
 
 # RFC 9110 §8.6: Content-Length = 1*DIGIT; a list of identical values is tolerated.
-CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,18}(?:[ \t]*,[ \t]*[0-9]{1,18})*")
+CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,18}(?>(?:[ \t]*,[ \t]*[0-9]{1,18})*)")
 DIGITS: Final = re.compile(rb"[0-9]+")
 
 # RFC 9110 §5.6.1 + §10.1.4: #transfer-coding; empty list elements are ignored.
 # Transfer parameters are not accepted (chunked has none; anything else is 501 anyway).
 TOKEN_LIST: Final = re.compile(
-    rb"[ \t,]*(?:" + _TOKEN + rb"(?:(?:[ \t]*,)+[ \t]*" + _TOKEN + rb")*)?[ \t,]*"
+    rb"[ \t,]*+(?>(?:" + _TOKEN + rb"(?:(?:[ \t]*,)+[ \t]*" + _TOKEN + rb")*)?)[ \t,]*+"
 )
 TOKEN: Final = re.compile(_TOKEN)
 
@@ -56,26 +82,32 @@ TOKEN: Final = re.compile(_TOKEN)
 #   chunk-ext-val = token / quoted-string
 _QUOTED: Final = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 CHUNK_LINE: Final = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
+    rb"([0-9A-Fa-f]{1,16})(?>(?:[ \t]*;[ \t]*"
     + _TOKEN
     + rb"(?:[ \t]*=[ \t]*(?:"
     + _TOKEN
     + rb"|"
     + _QUOTED
-    + rb"))?)*"
+    + rb"))?)*)"
 )
 
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ].
 # uri-host is an IP-literal or a reg-name (which also covers IPv4address). No
 # userinfo ("@"), no path ("/"), no whitespace.
-_REG_NAME: Final = rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+"
+# reg-name = *( unreserved / pct-encoded / sub-delims ), here non-empty; written so that
+# sre runs through each class in one loop and can never backtrack exponentially.
+_REG_CHAR: Final = rb"[A-Za-z0-9\-._~!$&'()*+,;=]"
+_PCT: Final = rb"%[0-9A-Fa-f]{2}"
+_REG_NAME: Final = (
+    rb"(?:" + _REG_CHAR + rb"|" + _PCT + rb")" + _REG_CHAR + rb"*(?:" + _PCT + _REG_CHAR + rb"*)*"
+)
 _IP_LITERAL: Final = rb"\[[0-9A-Fa-f:.]+\]"
 HOST: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")(?::[0-9]{0,5})?")
 # RFC 9112 §3.2.3: authority-form = uri-host ":" port (port required).
 AUTHORITY_FORM: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"):[0-9]{1,5}")
 # RFC 9112 §3.2.2: absolute-form = absolute-URI; we need scheme "://" authority and
 # then either nothing, a path or a query (a fragment is not part of a target).
-ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)((?:[/?][^#]*)?)")
+ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*+://([^/?#]*+)((?:[/?][^#]*+)?)")
 
 # Header names the head parser looks at (everything else is passed through untouched).
 SPECIAL_FIELDS: Final = frozenset(
@@ -95,3 +127,35 @@ FORBIDDEN_TRAILERS: Final = frozenset(
         "expires", "location", "retry-after", "vary",
     )
 )
+
+
+def request_line_error(line: bytes) -> str:
+    """Why a request line failed REQUEST_LINE (each outcome is a 400)."""
+    if b"\n" in line:  # only reachable from the one-pass head parser
+        return "bare LF in request line"
+    if b"\r" in line:
+        return "bare CR in request line"
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return "malformed request line"
+    method, target, version = parts
+    if TOKEN.fullmatch(method) is None:
+        return "invalid method"
+    if not target or any(b < 0x21 or b == 0x7F for b in target):
+        return "invalid request-target"
+    return "invalid HTTP version"
+
+
+def field_line_error(line: bytes, what: str) -> str:
+    """Why a header/trailer line failed FIELD_LINE (each outcome is a 400)."""
+    if line[:1] in (b" ", b"\t"):
+        # RFC 9112 §5.2 (obs-fold) and §2.2 (whitespace after the start-line).
+        return f"obs-fold or leading whitespace in {what} line"
+    name, colon, _ = line.partition(b":")
+    if not colon:
+        return f"missing colon in {what} line"
+    if name[-1:] in (b" ", b"\t"):
+        return f"whitespace before colon in {what} line"  # RFC 9112 §5.1
+    if TOKEN.fullmatch(name) is None:
+        return f"invalid {what} name"
+    return f"invalid {what} value"

@@ -113,7 +113,8 @@ def errors_stream() -> IO[str]:
     return sys.stderr
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
+# C0, DEL and C1: NEL (0x85) breaks lines for many readers, CSI (0x9b) drives terminals.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
 
 
 class _Atoms(dict[str, str]):

@@ -134,6 +134,7 @@ class Response:
         self.status: str | None = None
         self.code = 0
         self.headers: list[tuple[str, str]] = []
+        self.app_fields: frozenset[str] = frozenset()  # lowercased names the app sent
         self.length: int | None = None  # Content-Length the app declared
         self.head_sent = False
         self.chunked = False
@@ -154,7 +155,9 @@ class Response:
             raise AppError("start_response called twice without exc_info")
         if not isinstance(status, str) or not _STATUS.match(status):
             raise AppError(f"invalid status {status!r}")
+        code = int(status[:3])
         clean: list[tuple[str, str]] = []
+        names: set[str] = set()
         length = None
         for item in headers:
             if not (isinstance(item, tuple) and len(item) == 2):
@@ -167,12 +170,21 @@ class Response:
             if lname in _HOP_BY_HOP:
                 continue
             if lname == "content-length":
+                if code < 200 or code == 204:
+                    continue  # RFC 9110 §8.6: never in a 1xx or 204 response
                 if not _DIGITS.match(value.strip()):
                     raise AppError(f"invalid Content-Length {value!r}")
+                if length is not None:
+                    # Two lengths would let a client or proxy pick either one: a desync.
+                    if int(value.strip()) != length:
+                        raise AppError(f"conflicting Content-Length values in {headers!r}")
+                    continue
                 length = int(value.strip())
+            names.add(lname)
             clean.append((name, value))
         self.status, self.headers, self.length = status, clean, length
-        self.code = int(status[:3])
+        self.app_fields = frozenset(names)
+        self.code = code
         if self.code < 200 or self.code in (204, 304):
             self.no_body = True
         return self.write
@@ -201,8 +213,12 @@ class Response:
             framing.append(b"Connection: close\r\n")
         elif req.version < (1, 1):
             framing.append(b"Connection: keep-alive\r\n")
-        lines = [b"HTTP/1.1 ", self.status.encode("latin-1"), b"\r\nServer: ", SERVER,
-                 b"\r\nDate: ", http_date(), b"\r\n"]
+        lines = [b"HTTP/1.1 ", self.status.encode("latin-1"), b"\r\n"]
+        # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
+        if "server" not in self.app_fields:
+            lines += (b"Server: ", SERVER, b"\r\n")
+        if "date" not in self.app_fields:
+            lines += (b"Date: ", http_date(), b"\r\n")
         for name, value in self.headers:
             lines += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
         lines += framing

@@ -74,6 +74,11 @@ def _validated_inner(environ: dict[str, Any], start_response: StartResponse) -> 
                 break
             body += data
         return _text(start_response, body)
+    if path == "/validated/lines":
+        stream = environ["wsgi.input"]
+        lines = [stream.readline(), stream.readline(3), stream.readline(-1)]
+        lines += list(stream) + stream.readlines()
+        return _text(start_response, b"|".join(lines))
     if path == "/validated/stream":
         start_response("200 OK", TEXT)
         return _stream(3)
@@ -88,7 +93,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     path: str = environ["PATH_INFO"]
     query: str = environ["QUERY_STRING"]
     if path.startswith("/validated/"):
-        return validated(environ, start_response)  # type: ignore[no-any-return]
+        return validated(environ, start_response)
     if path == "/pid":
         return _text(start_response, str(os.getpid()).encode())
     if path == "/echo":
@@ -108,16 +113,32 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         return iter([b"must not be sent"])
     if path == "/file":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return environ["wsgi.file_wrapper"](open(query, "rb"))  # type: ignore[no-any-return]
+        return environ["wsgi.file_wrapper"](open(query, "rb"))
     if path == "/file-short":
         # The app promises more than the file holds: the client must see the connection
         # close after the short body, never a next response glued onto it.
         size = os.path.getsize(query)
         start_response("200 OK", [("Content-Length", str(size + 100))])
-        return environ["wsgi.file_wrapper"](open(query, "rb"))  # type: ignore[no-any-return]
+        return environ["wsgi.file_wrapper"](open(query, "rb"))
     if path == "/big":
         start_response("200 OK", TEXT)
         return _big(int(query))
+    if path == "/write":
+        # The legacy write() callable, then a list: one head, one body, in order.
+        write = start_response("200 OK", TEXT)
+        write(b"hello ")
+        write(b"world")
+        return [b"!"] if query == "tail" else []
+    if path == "/double-length":
+        start_response("200 OK", [("Content-Length", "5"), ("Content-Length", "50")])
+        return [b"hello"]
+    if path == "/own-date":
+        start_response("200 OK", [*TEXT, ("Date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                                  ("Server", "my-app")])
+        return [b"dated"]
+    if path == "/no-content-with-length":
+        start_response("204 No Content", [("Content-Length", "0")])
+        return []
     if path == "/inject":
         start_response("200 OK", [*TEXT, ("X-Ok", "a\r\nX-Injected: yes")])
         return [b"injected"]
@@ -126,7 +147,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/raise-after":
         start_response("200 OK", TEXT)
         return _raise_after()
-    if path == "/env":
+    if path == "/env" or path.startswith("/env/"):
         body = json.dumps({k: v for k, v in environ.items() if isinstance(v, str)})
         return _text(start_response, body.encode())
     return _text(start_response, b"hello")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -742,3 +743,34 @@ def test_slow_and_fast_head_paths_agree() -> None:
     small = events(get(*fields), Limits(field_size=60))
     large = events(get(*fields))
     assert small == large and isinstance(small[0], Request)
+
+
+# ------------------------------------------------------------------------------ hostile inputs
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        get(b"X:" + b" " * 8000 + b"\x01"),
+        get(b"X: a" + b" \t" * 4000 + b"\x01"),
+        get(b"X: " + b"a " * 4000 + b"\x7f"),
+        get(b"X: " + b"a" * 8000 + b" \x00"),
+        post(b"Transfer-Encoding: a" + b", " * 4000 + b"!"),
+        post(b"Transfer-Encoding: " + b" ," * 4000 + b"!"),
+        post(b"Content-Length: 1" + b" , 1" * 2000 + b"x"),
+        chunked(b"5" + b";a" * 2000 + b" !\r\n"),
+        chunked(b"5" + b';a="' + b"\\\t" * 2000 + b"\r\n"),
+        head(b"GET / HTTP/1.1", b"Host: " + b"a%41" * 2000 + b"@"),
+        head(b"GET http://" + b"a" * 8000 + b"# HTTP/1.1", b"Host: a"),
+        head(b"GET /" + b"a" * 8000 + b" HTTP/1.1x", b"Host: a"),
+    ],
+    ids=short_id,
+)
+def test_no_regex_blows_up_on_hostile_input(data: bytes) -> None:
+    # Each case takes well under a millisecond; a pattern that backtracks
+    # quadratically took 0.3-0.9 s on the first one before it was made possessive.
+    for pieces in ([data], [data[:-40], data[-40:]]):
+        started = time.perf_counter()
+        result = events(pieces)
+        assert time.perf_counter() - started < 0.1
+        assert result[-1][0] == "error"

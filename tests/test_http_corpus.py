@@ -177,3 +177,43 @@ def test_invalid_case(path: Path) -> None:
     assert sum(1 for item in reference if item[0] == "eom") == requests
     for how, pieces in splits(raw):
         assert replay(pieces, limits) == reference, how
+
+
+MUTATIONS = [
+    b"\r", b"\n", b"\r\n", b"\r\n\r\n", b" ", b"\t", b":", b",", b";", b"=", b'"', b"\\",
+    b"0", b"5", b"a", b"_", b"\x00", b"\x0b", b"\xa0", b"/", b"?", b"*", b"@", b"[", b"]",
+    b"chunked", b"HTTP/1.1", b"Host: a\r\n", b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mutated_cases_are_split_invariant(seed: int) -> None:
+    """Random edits of corpus cases, with random small limits: the trace (events, status
+    and reason) must not depend on how the bytes are split."""
+    rng = random.Random(seed)
+    cases = [path.read_bytes() for path in VALID] + [load_invalid(p)[0] for p in INVALID]
+    cases = [raw for raw in cases if len(raw) < 3000]
+    for _ in range(60):
+        data = bytearray(rng.choice(cases))
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randint(0, len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[pos:pos] = rng.choice(MUTATIONS)
+            elif op < 0.7:
+                del data[pos : pos + rng.randint(1, 3)]
+            elif data:
+                data[min(pos, len(data) - 1)] = rng.randrange(256)
+        raw = bytes(data)
+        limits = Limits()
+        if rng.random() < 0.3:
+            limits = Limits(
+                request_line=rng.randint(10, 40), fields=rng.randint(1, 5),
+                field_size=rng.randint(5, 40), body=rng.randint(0, 10),
+                chunk_ext=rng.randint(1, 12),
+            )  # fmt: skip
+        reference = replay([raw], limits)
+        pieces = [raw[i : i + 1] for i in range(len(raw))]
+        assert replay(pieces, limits) == reference, raw
+        assert replay(split_random(raw, seed), limits) == reference, raw
