@@ -160,6 +160,10 @@ SETTINGS: tuple[Setting, ...] = (
        "once per accepted connection.", metavar="http|tcp"),
     _s("workers", ["-w", "--workers"], "Worker processes", 1, _positive_int(1),
        "Number of worker processes. Default 1, or $WEB_CONCURRENCY.", metavar="INT"),
+    _s("threads", ["--threads"], "Worker processes", 1, _positive_int(1),
+       "Request threads per worker. Above 1, idle keep-alive connections wait in the "
+       "worker's selector and cost no thread; a request stuck past --timeout still gets "
+       "its worker replaced.", metavar="INT"),
     _s("timeout", ["-t", "--timeout"], "Worker processes", 30.0, _number,
        "A worker silent for this many seconds gets its stacks dumped and is killed "
        "and replaced. 0 disables.", metavar="SECONDS"),

@@ -18,7 +18,10 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
+import select
 import socket
 import time
 import traceback
@@ -78,6 +81,8 @@ class Settings:
     trusted: frozenset[str]
     trust_all: bool
     access_format: str | None
+    # Threaded worker: hand a connection with a complete request head to a pool thread.
+    dispatch: Callable[[HttpConnection, Callable[[], None]], None] | None = None
 
 
 def _trusted(config: Config) -> tuple[frozenset[str], bool]:
@@ -87,7 +92,8 @@ def _trusted(config: Config) -> tuple[frozenset[str], bool]:
     return frozenset(ips), "*" in config.forwarded_allow_ips
 
 
-def make_handler(app: Any, config: Config, worker: WorkerState
+def make_handler(app: Any, config: Config, worker: WorkerState,
+                 dispatch: Callable[[HttpConnection, Callable[[], None]], None] | None = None,
                  ) -> Callable[[socket.socket, Any, float], HttpConnection | None]:
     trusted, trust_all = _trusted(config)
     settings = Settings(
@@ -98,7 +104,8 @@ def make_handler(app: Any, config: Config, worker: WorkerState
                       body=config.limit_request_body),
         keepalive=config.keepalive, header_timeout=config.header_timeout or 3600.0,
         io_timeout=config.header_timeout or 30.0, trusted=trusted, trust_all=trust_all,
-        access_format=config.access_log_format if log.access_enabled() else None)
+        access_format=config.access_log_format if log.access_enabled() else None,
+        dispatch=dispatch)
 
     def accepted(sock: socket.socket, addr: Any, now: float) -> HttpConnection | None:
         conn = HttpConnection(sock, addr, settings, now)
@@ -118,6 +125,7 @@ class HttpConnection:
         self.deadline = now + settings.header_timeout
         self.lingering = False
         self.closed = False
+        self.busy = False  # owned by a request thread (set and cleared by the worker)
         self.served = False  # a request has started on this connection
         if isinstance(addr, tuple):
             self.peer = (str(addr[0]), str(addr[1]))
@@ -165,11 +173,18 @@ class HttpConnection:
         if data and self._between_requests():
             self.deadline = now + self.settings.header_timeout  # a new head begins
         self.parser.feed(data)
-        return self._process(now)
+        return self._process(now, inline=self.settings.dispatch is None)
+
+    def _serve_in_thread(self, req: Request) -> None:
+        """Pool thread: serve `req` and any pipelined requests behind it, then return."""
+        if self._serve(req):
+            self._process(time.monotonic())
 
     # -- requests -------------------------------------------------------------------------
 
-    def _process(self, now: float) -> bool:
+    def _process(self, now: float, inline: bool = True) -> bool:
+        """Parse and serve what is buffered. In a threaded worker's main thread
+        (inline=False) a complete request is handed to a pool thread instead."""
         while True:
             try:
                 event = self.parser.next_event()
@@ -187,6 +202,10 @@ class HttpConnection:
                 return False
             if not isinstance(event, Request):  # cannot happen: bodies are read in _serve
                 return self._fail(400, "unexpected body", now)
+            if not inline:
+                assert self.settings.dispatch is not None
+                self.settings.dispatch(self, functools.partial(self._serve_in_thread, event))
+                return True
             if not self._serve(event):
                 return not self.closed
             now = time.monotonic()
@@ -197,9 +216,8 @@ class HttpConnection:
         """Answer a protocol error, then close lingering; the app never sees the request."""
         logger.debug("protocol error peer=%s status=%d reason=%s", self.peer[0], status, reason)
         try:
-            self.sock.settimeout(self.settings.io_timeout)
-            self.sock.sendall(error_response(status, reason))
-        except OSError:
+            self._send(error_response(status, reason))
+        except ClientError:
             self.close()
             return False
         return self._linger(now)
@@ -212,7 +230,6 @@ class HttpConnection:
         """
         try:
             self.sock.shutdown(socket.SHUT_WR)
-            self.sock.setblocking(False)
         except OSError:
             self.close()
             return False
@@ -233,14 +250,14 @@ class HttpConnection:
         settings.worker.on_request()
         self.served = True
         started = time.time()
-        sock = self.sock
-        sock.settimeout(settings.io_timeout)
         body = Input(self, req)
         keep_alive = req.keep_alive and settings.keepalive > 0 and not settings.worker.stopping
         resp = Response(req, self._send, keep_alive)
         resp.must_close = lambda: body.expect or settings.worker.stopping
-        environ = build_environ(req, body, self._server_addr(), self._remote(req),
+        environ = build_environ(req, body, self._server_addr, self._remote(req),
                                 self._scheme(req), log.errors_stream())
+        if settings.dispatch is not None:
+            environ["wsgi.multithread"] = True
         try:
             self._run_app(environ, resp)
         except ClientError as exc:
@@ -248,8 +265,8 @@ class HttpConnection:
             if isinstance(exc, BodyTimeout) and not resp.head_sent:
                 resp.code = 408  # NOTES §3.2 item 2
                 try:
-                    sock.sendall(error_response(408, "request body not received in time"))
-                except OSError:
+                    self._send(error_response(408, "request body not received in time"))
+                except ClientError:
                     pass
             self.close()
             return False
@@ -265,8 +282,8 @@ class HttpConnection:
             if not resp.head_sent:
                 resp.code = 500
                 try:
-                    sock.sendall(error_response(500, "the application failed"))
-                except OSError:
+                    self._send(error_response(500, "the application failed"))
+                except ClientError:
                     self.close()
                     return False
             self._close_after(body)
@@ -278,15 +295,72 @@ class HttpConnection:
         if not resp.keep_alive or not body.drain():
             self._close_after(body)
             return False
-        sock.setblocking(False)
         return True
 
+    # -- socket I/O: the socket stays non-blocking; we wait only when the kernel says so --
+
+    def _wait(self, events: int) -> None:
+        """Wait until the socket is ready, at most --header-timeout since the last progress.
+
+        A socket with a Python timeout would poll() before every send and recv; and
+        sendall()'s timeout bounds the whole call, which drops a slow but steady reader
+        of a large body. Waiting only when a call would block gives one syscall on the
+        fast path and an idle timeout between progress (the nginx send_timeout model).
+        """
+        poller = select.poll()
+        poller.register(self.sock, events)
+        if not poller.poll(self.settings.io_timeout * 1000):
+            if events == select.POLLIN:
+                raise BodyTimeout("timed out reading the request body")
+            raise ClientError("timed out sending the response")
+
     def _send(self, data: bytes) -> None:
-        """sendall() for the response: a failure here is the client's, not the app's."""
+        """Send all of `data`; a failure here is the client's (ClientError), not the app's."""
+        sock = self.sock
         try:
-            self.sock.sendall(data)
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
         except OSError as exc:
             raise ClientError(f"send: {exc}") from exc
+        if sent == len(data):
+            return
+        view = memoryview(data)
+        while sent < len(data):
+            self._wait(select.POLLOUT)
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise ClientError(f"send: {exc}") from exc
+
+    def _recv(self) -> bytes:
+        """Read body bytes, waiting (with the idle timeout) while none are there."""
+        while True:
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                self._wait(select.POLLIN)
+            except OSError as exc:
+                raise ClientError(f"recv: {exc}") from exc
+
+    def _sendfile(self, fd: int, offset: int, count: int) -> int:
+        """sendfile(2) until `count` bytes went out or the file ended; returns bytes sent."""
+        out = self.sock.fileno()
+        sent = 0
+        while sent < count:
+            try:
+                n = os.sendfile(out, fd, offset + sent, count - sent)
+            except BlockingIOError:
+                self._wait(select.POLLOUT)
+                continue
+            except OSError as exc:
+                raise ClientError(f"sendfile: {exc}") from exc
+            if n == 0:
+                break  # the file is shorter than it was
+            sent += n
+        return sent
 
     def _run_app(self, environ: dict[str, Any], resp: Response) -> None:
         result = self.settings.app(environ, resp.start_response)
@@ -311,8 +385,6 @@ class HttpConnection:
 
     def _send_file(self, wrapper: FileWrapper, resp: Response) -> None:
         """wsgi.file_wrapper over a regular file: the kernel copies it (sendfile(2))."""
-        import os
-
         fd = wrapper.fileno()
         assert fd is not None
         offset = os.lseek(fd, 0, os.SEEK_CUR)
@@ -325,16 +397,14 @@ class HttpConnection:
             size = min(size, resp.length)
         self._send(resp._head(size))
         if not resp.no_body and size:
-            try:
-                resp.body_bytes = self.sock.sendfile(wrapper.filelike, offset, size)
-            except OSError as exc:
-                raise ClientError(f"sendfile: {exc}") from exc
+            resp.body_bytes = self._sendfile(fd, offset, size)
             if resp.body_bytes < size:
                 resp.keep_alive = False  # the file shrank while we sent it: same reason
 
     # -- environ pieces -------------------------------------------------------------------
 
     def _server_addr(self) -> tuple[str, str]:
+        """SERVER_NAME and SERVER_PORT from the socket, for requests that name no host."""
         try:
             name = self.sock.getsockname()
         except OSError:
@@ -392,13 +462,7 @@ class Input:
             if isinstance(event, EndOfMessage):
                 self.done = True
                 return False
-            try:
-                data = conn.sock.recv(RECV_SIZE)
-            except TimeoutError:
-                raise BodyTimeout("timed out reading the request body") from None
-            except OSError as exc:
-                raise ClientError(f"recv: {exc}") from exc
-            conn.parser.feed(data)
+            conn.parser.feed(conn._recv())
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

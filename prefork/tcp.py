@@ -17,9 +17,38 @@ from .log import logger
 TcpHandler = Callable[[socket.socket, Any], None]
 
 
-def make_handler(handle: TcpHandler, on_request: Callable[[], None]
-                 ) -> Callable[[socket.socket, Any, float], None]:
-    def accepted(sock: socket.socket, addr: Any, now: float) -> None:
+class TcpJob:
+    """One accepted TCP connection handed to a request thread (--threads > 1).
+
+    It only has to look like a connection to the worker while a thread owns it; once the
+    handler returns it is closed and the worker forgets it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = 0.0
+        self.busy = False
+        self.closed = False
+
+    def readable(self, now: float) -> bool:
+        return not self.closed
+
+    def expire(self) -> None:
+        self.close()
+
+    def idle(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+
+def make_handler(handle: TcpHandler, on_request: Callable[[], None],
+                 dispatch: Callable[[TcpJob, Callable[[], None]], None] | None = None,
+                 ) -> Callable[[socket.socket, Any, float], TcpJob | None]:
+    def serve(sock: socket.socket, addr: Any) -> None:
         on_request()
         sock.setblocking(True)
         try:
@@ -27,8 +56,23 @@ def make_handler(handle: TcpHandler, on_request: Callable[[], None]
         except Exception:
             logger.error("handler %s failed for %s:\n%s", getattr(handle, "__name__", handle),
                          addr, traceback.format_exc().rstrip())
-        finally:
-            sock.close()
-        return None
+
+    def accepted(sock: socket.socket, addr: Any, now: float) -> TcpJob | None:
+        job = TcpJob(sock)
+        if dispatch is None:
+            try:
+                serve(sock, addr)
+            finally:
+                job.close()
+            return None
+
+        def run() -> None:
+            try:
+                serve(sock, addr)
+            finally:
+                job.close()
+
+        dispatch(job, run)
+        return job
 
     return accepted

@@ -37,6 +37,7 @@ from .errors import ExitCode
 from .heartbeat import WorkerBeat
 from .signals import DUMP_SIGNAL, reset_in_child
 from .sockets import Listener
+from .threads import RequestThreads
 
 logger = log.logger
 
@@ -46,6 +47,8 @@ class Conn(Protocol):
 
     sock: socket.socket
     deadline: float
+    busy: bool  # handed to a request thread; set and cleared by the worker's main thread
+    closed: bool
 
     def readable(self, now: float) -> bool: ...  # False: it is closed, forget it
     def expire(self) -> None: ...  # its deadline passed: answer (408) if due, close
@@ -55,6 +58,8 @@ class Conn(Protocol):
 
 # Called once per accepted socket; returns the connection to watch, or None when done.
 Handler = Callable[[socket.socket, Any, float], "Conn | None"]
+# Given to handlers in a threaded worker: run the job (which serves conn) in the pool.
+Dispatch = Callable[["Conn", Callable[[], None]], None]
 
 
 @dataclass
@@ -129,6 +134,7 @@ class Worker:
         self.reopen_logs = False
         self.stop_alarm = False
         self.requests = 0
+        self.counter = itertools.count(1)  # next() is atomic under the GIL: threads count too
         jitter = self.config.max_requests_jitter
         self.max_requests = (self.config.max_requests + random.randint(0, jitter)
                              if self.config.max_requests else 0)
@@ -139,6 +145,9 @@ class Worker:
         self.deadlines: list[tuple[float, int, Conn]] = []
         self.seq = itertools.count()
         self.accept_paused_until = 0.0
+        self.listening = False
+        self.threads: RequestThreads | None = None
+        self.stuck_logged = False
 
     # -- set-up, in the order the issue lists it ------------------------------------------
 
@@ -215,26 +224,41 @@ class Worker:
         return ExitCode.OK
 
     def _handler_factory(self) -> Callable[[Any], Handler]:
+        dispatch = self._dispatch if self.config.threads > 1 else None
         if self.config.protocol == "tcp":
             from .tcp import make_handler
 
-            return lambda app: make_handler(app, self.on_request)
+            return lambda app: make_handler(app, self.on_request, dispatch)
         from .connection import make_handler as make_http_handler
 
-        return lambda app: make_http_handler(app, self.config, self)
+        return lambda app: make_http_handler(app, self.config, self, dispatch)
 
     # -- the loop -------------------------------------------------------------------------
 
     def on_request(self) -> None:
-        """Called by a connection as each request starts: beat, count, maybe retire."""
-        self.requests += 1
+        """Called by a connection as each request starts: count, beat, maybe retire."""
+        self.requests = next(self.counter)
         self.beat.requests = self.requests
-        self.beat.beat(time.monotonic())
+        if self.threads is None:
+            # Threaded workers beat from the main loop only, and only while no request
+            # is stuck (threads.py); a beat from here would hide a stuck sibling thread.
+            self.beat.beat(time.monotonic())
         if self.max_requests and self.requests >= self.max_requests and not self.stopping:
             logger.info("max requests reached requests=%d, exiting gracefully", self.requests)
             self.stopping = True
 
+    def _dispatch(self, conn: Conn, job: Callable[[], None]) -> None:
+        """Main thread: take `conn` out of the selector and serve its request in the pool."""
+        assert self.threads is not None
+        if conn in self.conns:
+            self.conns.discard(conn)
+            self.sel.unregister(conn.sock)
+        conn.busy = True
+        self.threads.dispatch(conn, job, time.monotonic())
+
     def _watch(self, conn: Conn) -> None:
+        if conn.busy:
+            return  # a request thread owns it until it comes back through collect()
         if conn not in self.conns:
             self.conns.add(conn)
             self.sel.register(conn.sock, selectors.EVENT_READ, conn)
@@ -245,6 +269,18 @@ class Worker:
             self.conns.discard(conn)
             self.sel.unregister(conn.sock)
         conn.close()
+
+    def _returned(self) -> None:
+        """Connections whose request thread finished: watch them again, or let them go."""
+        assert self.threads is not None
+        for conn in self.threads.collect():
+            conn.busy = False
+            if conn.closed:
+                continue
+            if self.stopping and conn.idle():
+                conn.close()
+            else:
+                self._watch(conn)
 
     def _accept(self, listener: socket.socket, handler: Handler, now: float) -> None:
         try:
@@ -259,26 +295,32 @@ class Worker:
                 self._pause_accepts(now + 0.5)
             return  # ECONNABORTED and friends: the client is already gone
         conn = handler(sock, addr, now)
-        if conn is not None and not self.stopping:
+        if conn is not None:
             self._watch(conn)
-        elif conn is not None:
-            conn.close()
 
     def _pause_accepts(self, until: float) -> None:
         self.accept_paused_until = until
-        for listener in self.ctx.listeners:
-            self.sel.unregister(listener.sock)
+        self._update_listening(time.monotonic())
 
-    def _resume_accepts(self) -> None:
-        self.accept_paused_until = 0.0
+    def _update_listening(self, now: float) -> None:
+        """Watch the listeners only while this worker can take a connection: not stopping,
+        not out of descriptors, and (threaded) not with every request thread busy, so that
+        a saturated worker leaves new connections to its siblings."""
+        want = (not self.stopping and now >= self.accept_paused_until
+                and not (self.threads is not None and self.threads.full))
+        if want == self.listening:
+            return
+        self.listening = want
         for listener in self.ctx.listeners:
-            self.sel.register(listener.sock, selectors.EVENT_READ, _ACCEPT)
+            if want:
+                self.sel.register(listener.sock, selectors.EVENT_READ, _ACCEPT)
+            else:
+                self.sel.unregister(listener.sock)
 
     def _stop_accepting(self) -> None:
         """Graceful stop: close our copies of the listeners, drop idle connections."""
+        self._update_listening(time.monotonic())
         for listener in self.ctx.listeners:
-            if not self.accept_paused_until:
-                self.sel.unregister(listener.sock)
             listener.sock.close()  # never shutdown(): the master and siblings share it
         self.ctx.listeners = []
         for conn in [c for c in self.conns if c.idle()]:
@@ -293,7 +335,7 @@ class Worker:
                 continue
             timeout = min(timeout, deadline - now)
             break
-        if self.accept_paused_until:
+        if self.accept_paused_until > now:
             timeout = min(timeout, self.accept_paused_until - now)
         return max(timeout, 0.0)
 
@@ -305,14 +347,27 @@ class Worker:
                 self.sel.unregister(conn.sock)
                 conn.expire()
 
+    def _beat(self, now: float) -> None:
+        """Beat, unless a request thread is stuck: then silence fetches the master."""
+        if self.threads is not None:
+            age = self.threads.stuck(now, self.config.timeout)
+            if age:
+                if not self.stuck_logged:
+                    self.stuck_logged = True
+                    logger.error("a request has run for %.1f s (> --timeout); stopping "
+                                 "heartbeats so the master replaces this worker", age)
+                return
+        self.beat.beat(now)
+
     def _serve(self, handler: Handler) -> None:
         sel = self.sel
-        for listener in self.ctx.listeners:
-            sel.register(listener.sock, selectors.EVENT_READ, _ACCEPT)
+        if self.config.threads > 1:
+            self.threads = RequestThreads(self.config.threads, self.wake_w)
+        self._update_listening(time.monotonic())
         sel.register(self.ctx.channel, selectors.EVENT_READ, _MASTER)
         sel.register(self.wake_r, selectors.EVENT_READ, _SIGNAL)
         accepting = True
-        while accepting or self.conns:
+        while accepting or self.conns or (self.threads is not None and self.threads.busy):
             if accepting and self.stopping:
                 accepting = False
                 self._stop_accepting()
@@ -321,7 +376,7 @@ class Worker:
                 tag = key.data
                 now = time.monotonic()
                 if tag is _ACCEPT:
-                    if not self.stopping:
+                    if self.listening:
                         self._accept(key.fileobj, handler, now)  # type: ignore[arg-type]
                 elif tag is _MASTER:
                     if self.beat.master_gone():
@@ -341,17 +396,20 @@ class Worker:
                     if not conn.readable(now):
                         self.conns.discard(conn)
                         sel.unregister(conn.sock)
+                    elif conn.busy:
+                        pass  # _dispatch took it out of the selector
+                    elif self.stopping and conn.idle():
+                        self._forget(conn)
                     else:
-                        if self.stopping and conn.idle():
-                            self._forget(conn)
-                        else:
-                            heapq.heappush(self.deadlines, (conn.deadline, next(self.seq), conn))
+                        heapq.heappush(self.deadlines, (conn.deadline, next(self.seq), conn))
             now = time.monotonic()
+            if self.threads is not None:
+                self._returned()
             self._expire(now)
-            if self.accept_paused_until and now >= self.accept_paused_until and not self.stopping:
-                self._resume_accepts()
+            if not self.stopping:
+                self._update_listening(now)
             if self.reopen_logs:
                 self.reopen_logs = False
                 log.reopen()
                 faulthandler.register(DUMP_SIGNAL, file=self.ctx.dump_fd, all_threads=True)
-            self.beat.beat(now)
+            self._beat(now)

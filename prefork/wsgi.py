@@ -76,8 +76,10 @@ class FileWrapper:
             yield data
 
 
-def build_environ(req: Request, wsgi_input: Any, server: tuple[str, str], peer: tuple[str, str],
-                  url_scheme: str, errors: Any) -> dict[str, Any]:
+def build_environ(req: Request, wsgi_input: Any, server: Callable[[], tuple[str, str]],
+                  peer: tuple[str, str], url_scheme: str, errors: Any) -> dict[str, Any]:
+    """The PEP 3333 environ. `server` (getsockname) is called only when the request
+    names no host, so the common request costs no extra syscall."""
     path = req.path
     if "%" in path:
         # PEP 3333: PATH_INFO is the decoded path as a latin-1 "bytes-as-str".
@@ -88,8 +90,6 @@ def build_environ(req: Request, wsgi_input: Any, server: tuple[str, str], peer: 
         "PATH_INFO": path,
         "QUERY_STRING": req.query,
         "RAW_URI": req.target,
-        "SERVER_NAME": server[0],
-        "SERVER_PORT": server[1],
         "SERVER_PROTOCOL": f"HTTP/{req.version[0]}.{req.version[1]}",
         "REMOTE_ADDR": peer[0],
         "REMOTE_PORT": peer[1],
@@ -114,12 +114,13 @@ def build_environ(req: Request, wsgi_input: Any, server: tuple[str, str], peer: 
         if key in environ:
             value = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
         environ[key] = value
-    if req.host:
-        host, _, port = req.host.rpartition(":") if not req.host.endswith("]") else (
-            req.host, "", "")
-        if host and port.isdigit():
-            environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
-        else:
+    host, _, port = req.host.rpartition(":") if req.host and not req.host.endswith("]") else (
+        "", "", "")
+    if host and port.isdigit():
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
+    else:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = server()
+        if req.host:
             environ["SERVER_NAME"] = req.host
     return environ
 

@@ -59,6 +59,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         keys = ("REMOTE_ADDR", "wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "PATH_INFO",
                 "QUERY_STRING", "HTTP_X_FORWARDED_FOR", "SCRIPT_NAME")
         return _text(start_response, "\n".join(f"{k}={environ.get(k)}" for k in keys))
+    if path == "/multithread":
+        return _text(start_response, str(environ["wsgi.multithread"]))
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (f"part {i}\n".encode() for i in range(3))

@@ -1,0 +1,106 @@
+"""--threads N: requests run in a pool, idle connections cost no thread, stuck threads are seen."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.harness import DEADLINE, Server, wait_for
+from tests.test_master import hold, read_response
+
+
+@pytest.fixture
+def servers(tmp_path: Path):
+    started: list[Server] = []
+
+    def start(*args: str, **kw) -> Server:
+        server = Server(tmp_path, *args, **kw)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def test_one_worker_serves_requests_concurrently(servers, tmp_path: Path) -> None:
+    server = servers("tests.apps:app", "--threads", "3", workers=1)
+    server.wait_ready()
+    (pid,) = server.wait_workers(1)
+    held = [hold(server, tmp_path / f"held{i}") for i in range(3)]
+    assert {p for _, p in held} == {pid}  # three requests in flight in one process
+    for i, (conn, _) in enumerate(held):
+        (tmp_path / f"held{i}").unlink()
+        assert read_response(conn).startswith(b"HTTP/1.1 200 OK")
+        conn.close()
+
+
+def test_idle_keepalive_connections_cost_no_thread(servers) -> None:
+    server = servers("tests.apps:app", "--threads", "2", "--keep-alive", "30", workers=1)
+    server.wait_ready()
+    idle = []
+    for _ in range(8):  # four times as many open connections as threads
+        conn = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
+        conn.settimeout(DEADLINE)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(conn).startswith(b"HTTP/1.1 200 OK")
+        idle.append(conn)
+    assert server.request("/")[0] == 200  # still served while 8 connections sit idle
+    for conn in idle:  # and every idle connection can still be used
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(conn).startswith(b"HTTP/1.1 200 OK")
+        conn.close()
+
+
+def test_environ_says_multithread(servers) -> None:
+    server = servers("tests.apps:app", "--threads", "2", workers=1)
+    server.wait_ready()
+    assert server.request("/multithread") == (200, b"True")
+
+
+def test_stuck_thread_gets_the_worker_replaced(servers, tmp_path: Path) -> None:
+    server = servers("tests.apps:app", "--threads", "2", "--timeout", "2", workers=1)
+    server.wait_ready()
+    (victim,) = server.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", server.port), DEADLINE) as conn:
+        conn.sendall(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\n")
+        # The other thread keeps serving while the first one spins...
+        assert server.request("/")[0] == 200
+        # ...but the worker stops beating, gets its stacks dumped and is replaced.
+        server.wait_log(r"stopping heartbeats so the master replaces this worker")
+        server.wait_log(rf"stack dump of worker slot=1 pid={victim}[^\n]*\n(.|\n)*spin_forever")
+    server.wait_workers(1, exclude={victim})
+    assert server.request("/")[0] == 200
+
+
+def test_threaded_tcp_handlers(servers) -> None:
+    server = servers("tests.apps:echo", "--protocol", "tcp", "--threads", "3", workers=1)
+    server.wait_ready()
+    conns = [socket.create_connection(("127.0.0.1", server.port), DEADLINE) for _ in range(3)]
+    try:
+        for i, conn in enumerate(conns):  # all three open at once, in one worker
+            conn.settimeout(DEADLINE)
+            conn.sendall(b"hello %d" % i)
+        for i, conn in enumerate(conns):
+            assert conn.recv(100) == b"hello %d" % i
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_graceful_stop_waits_for_threaded_requests(servers, tmp_path: Path) -> None:
+    server = servers("tests.apps:app", "--threads", "2", workers=1)
+    server.wait_ready()
+    first, _ = hold(server, tmp_path / "a")
+    second, _ = hold(server, tmp_path / "b")
+    server.kill(signal.SIGTERM)
+    server.notify.wait("STOPPING=1")
+    for name, conn in (("a", first), ("b", second)):
+        (tmp_path / name).unlink()
+        assert read_response(conn).startswith(b"HTTP/1.1 200 OK")
+        conn.close()
+    assert server.wait_exit() == 0
+    wait_for(lambda: not server.survivors(), what="every process gone")
