@@ -44,6 +44,7 @@ from .http11 import (
 from .wsgi import AppError, FileWrapper, Response, build_environ, error_response
 
 logger = log.logger
+ERRORS = log.ErrorsStream()  # wsgi.errors: follows the error log across USR1 reopens
 
 LINGER = 1.0  # seconds to discard input after an error response before closing
 DRAIN_LIMIT = 65536  # unread body bytes we read and discard to keep a connection alive
@@ -254,8 +255,8 @@ class HttpConnection:
         keep_alive = req.keep_alive and settings.keepalive > 0 and not settings.worker.stopping
         resp = Response(req, self._send, keep_alive)
         resp.must_close = lambda: body.expect or settings.worker.stopping
-        environ = build_environ(req, body, self._server_addr, self._remote(req),
-                                self._scheme(req), log.errors_stream())
+        environ = build_environ(req, body, self._server_addr, self.peer, "http",
+                                ERRORS, self.trusted)
         if settings.dispatch is not None:
             environ["wsgi.multithread"] = True
         try:
@@ -412,21 +413,6 @@ class HttpConnection:
         if isinstance(name, tuple):
             return (str(name[0]), str(name[1]))
         return (str(name) or "localhost", "")
-
-    def _remote(self, req: Request) -> tuple[str, str]:
-        if self.trusted:
-            for name, value in req.headers:
-                if name == "x-forwarded-for":
-                    # The last hop is the one our trusted proxy appended.
-                    return (value.rpartition(",")[2].strip(), self.peer[1])
-        return self.peer
-
-    def _scheme(self, req: Request) -> str:
-        if self.trusted:
-            for name, value in req.headers:
-                if name == "x-forwarded-proto" and value.lower() in ("http", "https"):
-                    return value.lower()
-        return "http"
 
 
 class Input:

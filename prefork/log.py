@@ -106,11 +106,25 @@ def access_enabled() -> bool:
 
 
 def errors_stream() -> IO[str]:
-    """wsgi.errors: the error log's stream."""
+    """The error log's current stream."""
     for h in logger.handlers:
         if isinstance(h, logging.StreamHandler):
             return h.stream
     return sys.stderr
+
+
+class ErrorsStream:
+    """wsgi.errors (PEP 3333): writes go to the error log's stream of the moment, so one
+    object serves every request and survives a reopen."""
+
+    def write(self, text: str) -> int:
+        return errors_stream().write(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        errors_stream().writelines(lines)
+
+    def flush(self) -> None:
+        errors_stream().flush()
 
 
 # C0, DEL and C1: NEL (0x85) breaks lines for many readers, CSI (0x9b) drives terminals.

@@ -76,53 +76,98 @@ class FileWrapper:
             yield data
 
 
+# environ keys for header names, computed once per distinct name (RFC 3875 §4.1.18 style).
+_ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": ""}
+_BASE_ENVIRON: dict[str, Any] = {
+    "SCRIPT_NAME": "",
+    "wsgi.version": (1, 0),
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+    "wsgi.file_wrapper": FileWrapper,
+    "wsgi.input_terminated": True,
+}
+
+
+def _environ_key(name: str) -> str:
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if len(_ENVIRON_KEYS) < 4096:  # header names are attacker-chosen: bound the cache
+            _ENVIRON_KEYS[name] = key
+    return key
+
+
 def build_environ(req: Request, wsgi_input: Any, server: Callable[[], tuple[str, str]],
-                  peer: tuple[str, str], url_scheme: str, errors: Any) -> dict[str, Any]:
+                  peer: tuple[str, str], url_scheme: str, errors: Any,
+                  trusted_proxy: bool = False) -> dict[str, Any]:
     """The PEP 3333 environ. `server` (getsockname) is called only when the request
-    names no host, so the common request costs no extra syscall."""
+    names no host, so the common request costs no extra syscall. From a trusted proxy,
+    X-Forwarded-For sets REMOTE_ADDR (its last hop) and X-Forwarded-Proto the scheme."""
     path = req.path
     if "%" in path:
         # PEP 3333: PATH_INFO is the decoded path as a latin-1 "bytes-as-str".
         path = unquote_to_bytes(path).decode("latin-1")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": req.method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "QUERY_STRING": req.query,
-        "RAW_URI": req.target,
-        "SERVER_PROTOCOL": f"HTTP/{req.version[0]}.{req.version[1]}",
-        "REMOTE_ADDR": peer[0],
-        "REMOTE_PORT": peer[1],
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": url_scheme,
-        "wsgi.input": wsgi_input,
-        "wsgi.errors": errors,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": FileWrapper,
-        "wsgi.input_terminated": True,
-    }
+    environ = _BASE_ENVIRON.copy()
+    environ["REQUEST_METHOD"] = req.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = req.query
+    environ["RAW_URI"] = req.target
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0"
+    environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
+    environ["wsgi.url_scheme"] = url_scheme
+    environ["wsgi.input"] = wsgi_input
+    environ["wsgi.errors"] = errors
     for name, value in req.headers:
-        if name == "content-type":
-            environ["CONTENT_TYPE"] = value
-            continue
-        if name == "content-length":
+        key = _environ_key(name)
+        if not key:
             environ["CONTENT_LENGTH"] = str(req.content_length)
-            continue
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if key in environ:
-            value = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
-        environ[key] = value
-    host, _, port = req.host.rpartition(":") if req.host and not req.host.endswith("]") else (
-        "", "", "")
-    if host and port.isdigit():
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
+        elif key in environ:
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            environ[key] = value
+    host = req.host
+    name, _, port = host.rpartition(":") if host and not host.endswith("]") else ("", "", "")
+    if name and port.isdigit():
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
     else:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = server()
-        if req.host:
-            environ["SERVER_NAME"] = req.host
+        if host:
+            environ["SERVER_NAME"] = host
+    if trusted_proxy:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded:
+            # The last hop is the one our trusted proxy appended.
+            environ["REMOTE_ADDR"] = forwarded.rpartition(",")[2].strip()
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", "").lower()
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
     return environ
+
+
+# App header tuples seen before, validated: (name, value) -> (lowercased name, wire line).
+# Apps send the same few headers on every response; checking each once saves two regex
+# matches and two encodes per header per request. Bounded, since values may vary freely.
+_HEADER_CACHE: dict[tuple[str, str], tuple[str, bytes]] = {}
+_HEADER_CACHE_MAX = 1024
+
+
+def _checked_header(item: Any) -> tuple[str, bytes]:
+    if not (isinstance(item, tuple) and len(item) == 2):
+        raise AppError(f"invalid header {item!r}")
+    name, value = item
+    if not (isinstance(name, str) and isinstance(value, str) and _TOKEN.match(name)
+            and _VALUE.match(value)):
+        raise AppError(f"invalid header {name!r}: {value!r}")
+    try:
+        line = b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+    except UnicodeEncodeError:
+        raise AppError(f"header {name!r} is not latin-1 (PEP 3333)") from None
+    checked = (name.lower(), line)
+    if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[item] = checked
+    return checked
 
 
 class Response:
@@ -134,7 +179,7 @@ class Response:
         self.keep_alive = keep_alive
         self.status: str | None = None
         self.code = 0
-        self.headers: list[tuple[str, str]] = []
+        self.headers: list[bytes] = []  # the app's header lines, validated, as sent
         self.app_fields: frozenset[str] = frozenset()  # lowercased names the app sent
         self.length: int | None = None  # Content-Length the app declared
         self.head_sent = False
@@ -157,32 +202,31 @@ class Response:
         if not isinstance(status, str) or not _STATUS.match(status):
             raise AppError(f"invalid status {status!r}")
         code = int(status[:3])
-        clean: list[tuple[str, str]] = []
+        clean: list[bytes] = []
         names: set[str] = set()
         length = None
+        cache = _HEADER_CACHE
         for item in headers:
-            if not (isinstance(item, tuple) and len(item) == 2):
-                raise AppError(f"invalid header {item!r}")
-            name, value = item
-            if not (isinstance(name, str) and isinstance(value, str) and _TOKEN.match(name)
-                    and _VALUE.match(value)):
-                raise AppError(f"invalid header {name!r}: {value!r}")
-            lname = name.lower()
+            try:
+                lname, line = cache[item]
+            except (KeyError, TypeError):  # TypeError: unhashable, so not a str pair
+                lname, line = _checked_header(item)
             if lname in _HOP_BY_HOP:
                 continue
             if lname == "content-length":
                 if code < 200 or code == 204:
                     continue  # RFC 9110 §8.6: never in a 1xx or 204 response
-                if not _DIGITS.match(value.strip()):
-                    raise AppError(f"invalid Content-Length {value!r}")
+                value = item[1].strip()
+                if not _DIGITS.match(value):
+                    raise AppError(f"invalid Content-Length {item[1]!r}")
                 if length is not None:
                     # Two lengths would let a client or proxy pick either one: a desync.
-                    if int(value.strip()) != length:
+                    if int(value) != length:
                         raise AppError(f"conflicting Content-Length values in {headers!r}")
                     continue
-                length = int(value.strip())
+                length = int(value)
             names.add(lname)
-            clean.append((name, value))
+            clean.append(line)
         self.status, self.headers, self.length = status, clean, length
         self.app_fields = frozenset(names)
         self.code = code
@@ -220,8 +264,7 @@ class Response:
             lines += (b"Server: ", SERVER, b"\r\n")
         if "date" not in self.app_fields:
             lines += (b"Date: ", http_date(), b"\r\n")
-        for name, value in self.headers:
-            lines += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+        lines += self.headers
         lines += framing
         lines.append(b"\r\n")
         self.head_sent = True
