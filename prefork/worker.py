@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import errno
 import faulthandler
-import heapq
 import itertools
+import math
 import os
 import random
 import selectors
@@ -142,8 +142,9 @@ class Worker:
         self.beat = WorkerBeat(ctx.channel, min(timeout / 4, 1.0) if timeout else 1.0)
         self.sel = selectors.DefaultSelector()
         self.conns: set[Conn] = set()
-        self.deadlines: list[tuple[float, int, Conn]] = []
-        self.seq = itertools.count()
+        # The earliest deadline among self.conns, or later: a scan of the connections
+        # runs only when it passes, so a request costs one comparison, not a heap push.
+        self.next_check = math.inf
         self.accept_paused_until = 0.0
         self.listening = False
         self.threads: RequestThreads | None = None
@@ -262,7 +263,8 @@ class Worker:
         if conn not in self.conns:
             self.conns.add(conn)
             self.sel.register(conn.sock, selectors.EVENT_READ, conn)
-        heapq.heappush(self.deadlines, (conn.deadline, next(self.seq), conn))
+        if conn.deadline < self.next_check:
+            self.next_check = conn.deadline
 
     def _forget(self, conn: Conn) -> None:
         if conn in self.conns:
@@ -327,25 +329,24 @@ class Worker:
             self._forget(conn)
 
     def _next_timeout(self, now: float) -> float:
-        timeout = self.beat.interval
-        while self.deadlines:
-            deadline, _, conn = self.deadlines[0]
-            if conn not in self.conns or deadline != conn.deadline:
-                heapq.heappop(self.deadlines)  # stale entry
-                continue
-            timeout = min(timeout, deadline - now)
-            break
+        timeout = min(self.beat.interval, self.next_check - now)
         if self.accept_paused_until > now:
             timeout = min(timeout, self.accept_paused_until - now)
         return max(timeout, 0.0)
 
     def _expire(self, now: float) -> None:
-        while self.deadlines and self.deadlines[0][0] <= now:
-            deadline, _, conn = heapq.heappop(self.deadlines)
-            if conn in self.conns and deadline == conn.deadline:
+        """Close the connections whose deadline passed; find the next deadline."""
+        if now < self.next_check:
+            return
+        next_check = math.inf
+        for conn in list(self.conns):
+            if conn.deadline <= now:
                 self.conns.discard(conn)
                 self.sel.unregister(conn.sock)
                 conn.expire()
+            elif conn.deadline < next_check:
+                next_check = conn.deadline
+        self.next_check = next_check
 
     def _beat(self, now: float) -> None:
         """Beat, unless a request thread is stuck: then silence fetches the master."""
@@ -400,8 +401,8 @@ class Worker:
                         pass  # _dispatch took it out of the selector
                     elif self.stopping and conn.idle():
                         self._forget(conn)
-                    else:
-                        heapq.heappush(self.deadlines, (conn.deadline, next(self.seq), conn))
+                    elif conn.deadline < self.next_check:
+                        self.next_check = conn.deadline
             now = time.monotonic()
             if self.threads is not None:
                 self._returned()
