@@ -14,7 +14,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
-BACKOFF_FIRST = 0.1  # seconds before respawning a slot whose worker died young
+BACKOFF_FIRST = 0.1  # seconds before respawning a slot whose worker died young twice
 BACKOFF_CAP = 30.0
 YOUNG = 5.0  # a worker that dies sooner than this after boot counts as a crash loop
 DUMP_GRACE = 0.5  # seconds between the stack-dump request and SIGKILL
@@ -94,9 +94,16 @@ def kill_due(records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
 
 
 def next_backoff(backoff: SlotBackoff, now: float) -> float:
-    """Record one more young death; return the delay before the slot may respawn."""
+    """Record one more young death; return the delay before the slot may respawn.
+
+    The first death is answered at once (one crash is not a loop); from the second in a
+    row the delay doubles from BACKOFF_FIRST up to BACKOFF_CAP.
+    """
     backoff.failures += 1
-    delay = min(BACKOFF_FIRST * 2 ** (backoff.failures - 1), BACKOFF_CAP)
+    if backoff.failures == 1:
+        delay = 0.0
+    else:
+        delay = min(BACKOFF_FIRST * 2 ** (backoff.failures - 2), BACKOFF_CAP)
     backoff.not_before = now + delay
     return delay
 

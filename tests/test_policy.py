@@ -63,7 +63,7 @@ def test_timeouts(channel) -> None:
 def test_backoff_doubles_up_to_the_cap() -> None:
     backoff = SlotBackoff()
     delays = [policy.next_backoff(backoff, now=100.0) for _ in range(12)]
-    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert delays[:5] == [0.0, 0.1, 0.2, 0.4, 0.8]
     assert delays[-1] == policy.BACKOFF_CAP
     assert backoff.not_before == 100.0 + policy.BACKOFF_CAP
 
