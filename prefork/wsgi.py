@@ -18,7 +18,6 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -38,12 +37,23 @@ _DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _date_cache: tuple[int, bytes] = (0, b"")
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+           "Dec")
+
+
 def http_date() -> bytes:
-    """The Date header value, formatted once per second (RFC 9110 §5.6.7)."""
+    """The Date header value (IMF-fixdate, RFC 9110 §5.6.7), formatted once per second.
+
+    Written out here rather than with email.utils.formatdate: importing the email package
+    costs start-up time, and strftime would follow the locale."""
     global _date_cache
     now = int(time.time())
     if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+        t = time.gmtime(now)
+        _date_cache = (now, b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+            _DAYS[t.tm_wday].encode(), t.tm_mday, _MONTHS[t.tm_mon].encode(), t.tm_year,
+            t.tm_hour, t.tm_min, t.tm_sec))
     return _date_cache[1]
 
 

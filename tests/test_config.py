@@ -75,3 +75,14 @@ def test_repeatable_flags() -> None:
     config = build_config(["app:x", "-b", "127.0.0.1:1", "-b", "unix:/s", "-e", "A=1"], {})
     assert config.bind == ["127.0.0.1:1", "unix:/s"]
     assert config.raw_env == ["A=1"]
+
+
+def test_http_date_matches_the_imf_fixdate_of_the_stdlib() -> None:
+    import time
+    from email.utils import formatdate
+
+    from prefork.wsgi import http_date
+
+    before = int(time.time())
+    value = http_date().decode()
+    assert value in (formatdate(before, usegmt=True), formatdate(before + 1, usegmt=True))
