@@ -10,6 +10,9 @@ Rules:
   to stop; if it cannot, it is stopped and the old one keeps serving.
 - The first generation must boot; if any of its workers dies before reporting ready the
   master stops everything and exits with a named code (no respawn storm).
+- systemd hears from this loop only (systemd.py): READY/RELOADING/STOPPING at the state
+  changes, STATUS whenever its text changes, WATCHDOG=1 from `_tend_systemd()` at the end
+  of a turn and only under the health rule of `systemd.Watchdog`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .errors import BootError, ExitCode
 from .policy import SlotBackoff, WorkerRecord
 from .signals import DUMP_SIGNAL, TABLE, Action, Wakeup
 from .sockets import BindError, Listener, bind, local_name
-from .systemd import Notifier, listen_fds
+from .systemd import Notifier, TimeoutExtender, Watchdog, listen_fds, status_line
 
 logger = log.logger
 
@@ -62,8 +65,13 @@ class Master:
         self.listeners: list[Listener] = []
         self.app: object = None
         self.sel = selectors.DefaultSelector()
-        self.notifier = Notifier(os.environ.pop("NOTIFY_SOCKET", None))
         self.last_turn = time.monotonic()
+        # Taken out of the environment before any fork: workers never speak sd_notify.
+        self.notifier = Notifier(os.environ.pop("NOTIFY_SOCKET", None))
+        watchdog = Watchdog.from_environ(os.environ, os.getpid(), self.last_turn)
+        self.watchdog = watchdog if self.notifier.enabled else None
+        self.extender = TimeoutExtender(self.notifier)
+        self.last_error = ""  # shown in STATUS= until the next successful reload
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -94,6 +102,9 @@ class Master:
         if self.given_app is not None:
             self.app = self.given_app  # handed over through serve(): already imported
         elif config.preload_app:
+            if config.timeout:  # the import gets what a worker's import gets: --timeout
+                now = time.monotonic()
+                self.extender.cover(now + config.timeout, now)
             self.app = self._preload()
         self.wakeup = Wakeup(list(TABLE))
         self.sel.register(self.wakeup.rfd, selectors.EVENT_READ, None)
@@ -140,6 +151,8 @@ class Master:
                                                self.backoffs)
             if self.state is State.RELOADING:
                 deadline = min(deadline, self.reload_deadline)
+            if self.watchdog and self.state in (State.RUNNING, State.RELOADING):
+                deadline = min(deadline, self.watchdog.next_deadline())
             events = self.sel.select(max(deadline - now, 0.0))
             now = time.monotonic()
             self._check_stall(now, deadline)
@@ -158,6 +171,7 @@ class Master:
             self._check_boot(now)
             self._check_reload(now)
             self._check_timeouts(now)
+            self._tend_systemd(now)
 
     def _check_stall(self, now: float, deadline: float) -> None:
         """A master that was stopped or paused must not blame its workers for it."""
@@ -284,8 +298,10 @@ class Master:
         if self.state is State.STOPPING and graceful:
             return
         logger.info("%s stop", "graceful" if graceful else "quick")
-        self.notifier.notify("STOPPING=1")
         self.state = State.STOPPING
+        self._status("STOPPING=1")
+        if graceful:  # workers get --graceful-timeout; systemd's TimeoutStopSec may be less
+            self.extender.cover(now + self.config.graceful_timeout, now, new_phase=True)
         for r in self.records:
             if graceful:
                 self._retire(r, now)
@@ -307,6 +323,7 @@ class Master:
 
     def _boot_failed(self, code: ExitCode, now: float, why: str) -> None:
         self.boot_message = f"{why}; stopping (exit {code.value})"
+        self.last_error = f"boot failed: {why}"
         logger.error("%s", self.boot_message)
         self.exit_code = code
         self._stop(graceful=False, now=now)
@@ -333,6 +350,7 @@ class Master:
         self.reload_from = self.generation
         self.generation += 1
         self.reload_deadline = now + max(config.timeout or 30.0, 5.0)
+        self.extender.cover(self.reload_deadline, now, new_phase=True)
         logger.info("reload: starting generation %d (%d workers)", self.generation, self.target)
 
     def _check_reload(self, now: float) -> None:
@@ -344,6 +362,7 @@ class Master:
                 if r.generation != self.generation and not r.retiring:
                     self._retire(r, now)
             self.state = State.RUNNING
+            self.last_error = ""
             logger.info("reload: generation %d ready, old workers stopping", self.generation)
             self._status("READY=1")
             self._run_queued_reload(now)
@@ -360,7 +379,8 @@ class Master:
             self.config = self.previous_config
             log.setup(self.config.errorlog, self.config.loglevel, self.config.accesslog)
             self.state = State.RUNNING
-        self._status("READY=1", f"STATUS=reload failed: {why}")
+        self.last_error = f"reload failed: {why}"
+        self._status("READY=1")
         self._run_queued_reload(now)
 
     def _run_queued_reload(self, now: float) -> None:
@@ -368,13 +388,24 @@ class Master:
             self.reload_queued = False
             self._reload(now)
 
-    def _status(self, *extra: str) -> None:
-        if any(e.startswith("STATUS=") for e in extra):
-            self.notifier.notify(*extra)
-            return
+    # -- systemd --------------------------------------------------------------------------
+
+    def _status(self, *assignments: str) -> None:
+        """STATUS= (if changed, or with `assignments` such as READY=1 in the same datagram)."""
         ready = sum(r.ready for r in policy.serving(self.records, self.generation))
-        self.notifier.notify(*extra, f"STATUS={ready}/{self.target} workers ready, "
-                                     f"generation {self.generation}")
+        problems = [self.last_error]
+        if self.watchdog and self.state is not State.STOPPING:
+            problems.append(self.watchdog.problem)
+        self.notifier.status(status_line(self.state.value, ready, self.target, self.generation,
+                                         self.reload_from, len(self.records), problems),
+                             *assignments)
+
+    def _tend_systemd(self, now: float) -> None:
+        """End of every turn: the watchdog ping (if healthy) and STATUS (if changed)."""
+        if (self.watchdog and self.state in (State.RUNNING, State.RELOADING)
+                and self.watchdog.tick(self.records, now)):
+            self.notifier.notify("WATCHDOG=1")
+        self._status()
 
     # -- deadlines and spawning -----------------------------------------------------------
 
@@ -434,6 +465,9 @@ class Master:
         self.sel.register(master_end, selectors.EVENT_READ, record)
         self.sel.register(dump_r, selectors.EVENT_READ, ("dump", record))
         logger.info("booting worker slot=%d pid=%d generation=%d", slot, pid, self.generation)
+        if self.state is State.BOOTING and self.config.timeout:
+            # A first-generation worker is ready, or killed, --timeout after its birth.
+            self.extender.cover(now + self.config.timeout + policy.DUMP_GRACE, now)
 
     def _owned_fds(self) -> list[int]:
         """Every fd the master holds for itself, which a new worker must close."""
