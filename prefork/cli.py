@@ -106,9 +106,13 @@ def build_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     values.update(from_env)
     values.update(given)
     values.pop("check_config", None)
-    app = values.pop("app", None)
+    app = values.pop("app", None)  # positional, else wsgi_app from the config file
     if app is None:
-        raise UsageError("no app given (e.g. prefork examples.hello:app)")
+        raise UsageError("no app given (e.g. prefork examples.hello:app, or wsgi_app in "
+                         "the config file)")
+    if values.get("reload") and values.get("preload_app"):
+        raise UsageError("--reload does not work with --preload: the master would keep "
+                         "the old code and fork it again; drop one of them")
     assert all(k in BY_NAME for k in values)
     return Config(app=app, values=values)
 
@@ -128,12 +132,29 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         for setting in SETTINGS:
             print(f"{setting.name} = {getattr(config, setting.name)}")
         sys.exit(ExitCode.OK)
+    if config.daemon:
+        from . import daemon
+
+        if os.environ.get("NOTIFY_SOCKET"):
+            print("prefork: error: --daemon under systemd (NOTIFY_SOCKET is set): drop -D "
+                  "and let systemd keep the server in the foreground (Type=notify)",
+                  file=sys.stderr)
+            sys.exit(ExitCode.USAGE)
+        started = daemon.daemonize()
+        if started is not None:
+            sys.exit(started)  # the starting process: the daemon is ready, or it failed
     try:
         code = Master(config, args).run()
     except BindError as exc:
-        print(f"prefork: error: {exc}", file=sys.stderr)
-        sys.exit(ExitCode.ERROR)
+        _fail(str(exc), ExitCode.ERROR)
     except BootError as exc:
-        print(f"prefork: error: {exc}", file=sys.stderr)
-        sys.exit(exc.code)
+        _fail(str(exc), exc.code)
+    sys.exit(code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from . import daemon
+
+    print(f"prefork: error: {message}", file=sys.stderr)
+    daemon.report_failure(message, code)
     sys.exit(code)

@@ -80,6 +80,13 @@ def _optional_string(value: Any) -> str | None:
     return None if value is None else _string(value)
 
 
+def _user_or_group(value: Any) -> str | None:
+    """A name or a numeric id (gunicorn config files often say `user = 1000`)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    return _optional_string(value)
+
+
 def _string_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -110,6 +117,25 @@ def _umask(value: Any) -> int:
         except ValueError:
             raise ValueError(f"expected an octal number like 0o22, got {value!r}") from None
     return _positive_int(0)(value)
+
+
+# gunicorn's worker classes that prefork runs, by every name gunicorn accepts for them.
+WORKER_CLASSES = {
+    "sync": "sync", "gunicorn.workers.sync.SyncWorker": "sync", "egg:gunicorn#sync": "sync",
+    "gthread": "gthread", "gunicorn.workers.gthread.ThreadWorker": "gthread",
+    "egg:gunicorn#gthread": "gthread",
+}
+
+
+def _worker_class(value: Any) -> str:
+    """sync or gthread. Either way --threads sets the threads per worker, as in gunicorn
+    (where sync with --threads > 1 becomes gthread); async classes are refused by name."""
+    name = _string(value)
+    if name in WORKER_CLASSES:
+        return WORKER_CLASSES[name]
+    raise ValueError(
+        f"worker class {name!r} is not supported: prefork runs sync and gthread workers "
+        "(use --workers for processes and --threads for threads per worker)")
 
 
 def _log_level(value: Any) -> str:
@@ -160,6 +186,10 @@ SETTINGS: tuple[Setting, ...] = (
        "once per accepted connection.", metavar="http|tcp"),
     _s("workers", ["-w", "--workers"], "Worker processes", 1, _positive_int(1),
        "Number of worker processes. Default 1, or $WEB_CONCURRENCY.", metavar="INT"),
+    _s("worker_class", ["-k", "--worker-class"], "Worker processes", "sync", _worker_class,
+       "gunicorn's worker class: sync or gthread (also by their gunicorn class paths). "
+       "Both run --threads threads per worker, as gunicorn does; other classes are "
+       "refused.", metavar="sync|gthread"),
     _s("threads", ["--threads"], "Worker processes", 1, _positive_int(1),
        "Request threads per worker. Above 1, idle keep-alive connections wait in the "
        "worker's selector and cost no thread; a request stuck past --timeout still gets "
@@ -192,6 +222,15 @@ SETTINGS: tuple[Setting, ...] = (
        "Maximum request body in bytes (413 beyond). 0 means unlimited.", metavar="INT"),
     _s("preload_app", ["--preload"], "Server mechanics", False, _boolean,
        "Import the app in the master before forking (pages stay shared).", switch=True),
+    _s("reload", ["--reload"], "Debugging", False, _boolean,
+       "Development only: a worker restarts when a Python file it has loaded changes "
+       "(checked once a second); an app that fails to import is served as a 500 page "
+       "with the traceback until its file changes. Not with --preload.", switch=True),
+    _s("daemon", ["-D", "--daemon"], "Server mechanics", False, _boolean,
+       "Detach from the terminal (double fork, setsid, stdio to /dev/null) once the "
+       "workers are ready; errors before that are printed and set the exit code. "
+       "Not for systemd, Docker or Procfiles, which want the server in the foreground.",
+       switch=True),
     _s("chdir", ["--chdir"], "Server mechanics", None, _optional_string,
        "Change to this directory before importing the app.", metavar="DIR"),
     _s("raw_env", ["-e", "--env"], "Server mechanics", [], _raw_env,
@@ -200,9 +239,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("pidfile", ["-p", "--pid"], "Server mechanics", None, _optional_string,
        "Write the master pid to FILE (atomically; refused if it names a live process).",
        metavar="FILE"),
-    _s("user", ["-u", "--user"], "Server mechanics", None, _optional_string,
+    _s("user", ["-u", "--user"], "Server mechanics", None, _user_or_group,
        "Workers switch to this user (name or uid).", metavar="USER"),
-    _s("group", ["-g", "--group"], "Server mechanics", None, _optional_string,
+    _s("group", ["-g", "--group"], "Server mechanics", None, _user_or_group,
        "Workers switch to this group (name or gid).", metavar="GROUP"),
     _s("umask", ["-m", "--umask"], "Server mechanics", 0o22, _umask,
        "umask of the server (applies to unix sockets it creates).", metavar="INT"),
@@ -214,7 +253,7 @@ SETTINGS: tuple[Setting, ...] = (
        "debug, info, warning, error or critical.", metavar="LEVEL"),
     _s("accesslog", ["--access-logfile"], "Logging", None, _optional_string,
        "Access log file, '-' for stdout. Off by default.", metavar="FILE"),
-    _s("access_log_format", ["--access-log-format"], "Logging",
+    _s("access_log_format", ["--access-log-format", "--access-logformat"], "Logging",
        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', _string,
        "Access log line format (gunicorn atoms).", metavar="FORMAT"),
     _s("forwarded_allow_ips", ["--forwarded-allow-ips"], "Server mechanics",
@@ -224,6 +263,32 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+# gunicorn server hooks. They receive gunicorn's own Arbiter and Worker objects, which prefork
+# does not have, so a config file that defines one is refused by name rather than half-run.
+GUNICORN_HOOKS = frozenset({
+    "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
+    "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
+    "worker_exit", "nworkers_changed", "on_exit", "ssl_context",
+})
+HOOK_ADVICE = ("for per-worker set-up, call os.register_at_fork(after_in_child=...) in your "
+               "app module, or do it at import time (each worker imports the app unless "
+               "--preload)")
+
+# gunicorn settings that have no meaning here, with the reason; refused by name (a silently
+# ignored setting is a surprise in production).
+GUNICORN_ONLY = {
+    "worker_tmp_dir": "heartbeats travel over a pipe, not a temp file: remove it",
+    "worker_connections": "it applies to async workers, which prefork does not have",
+    "certfile": "prefork does not terminate TLS: put nginx in front (README: Behind nginx)",
+    "keyfile": "prefork does not terminate TLS: put nginx in front (README: Behind nginx)",
+    "logconfig": "use errorlog, accesslog and loglevel",
+    "logconfig_dict": "use errorlog, accesslog and loglevel",
+    "statsd_host": "prefork has no statsd client",
+    "reload_extra_files": "--reload watches the Python files the app has loaded",
+    "reload_engine": "--reload polls the files the app has loaded",
+    "secure_scheme_headers": "X-Forwarded-Proto is read from --forwarded-allow-ips peers",
+}
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
@@ -261,11 +326,23 @@ def validate(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: invalid value for {name}: {exc}") from None
 
 
+def _imported(value: Any) -> bool:
+    """Brought in by an import (`import os`, `from multiprocessing import cpu_count`,
+    `from os import environ`) rather than set by the config file itself."""
+    if isinstance(value, types.ModuleType):
+        return True
+    if callable(value):  # functions, classes, bound methods (multiprocessing.cpu_count)
+        return getattr(value, "__module__", None) != "__config__"
+    return type(value).__module__ not in ("builtins", "__config__")
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Run a gunicorn-style Python config file; return its settings, validated.
 
-    Module objects and names starting with '_' are the file's own business; any other
+    Imported names and names starting with '_' are the file's own business; any other
     top-level name must be a setting, so a typo is an error rather than a silent no-op.
+    gunicorn server hooks and gunicorn-only settings are refused by name, with the reason.
+    `wsgi_app` (the app spec, as in gunicorn) is returned under the key "app".
     """
     if not os.path.exists(path):
         raise ConfigError(f"config file {path}: no such file")
@@ -275,10 +352,25 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {type(exc).__name__}: {exc}") from None
     values: dict[str, Any] = {}
     for name, value in namespace.items():
-        if name.startswith("_") or isinstance(value, types.ModuleType):
+        if name.startswith("_"):
+            continue
+        if name in GUNICORN_HOOKS and callable(value):
+            raise ConfigError(f"config file {path}: gunicorn server hook {name!r} is not "
+                              f"supported; {HOOK_ADVICE}")
+        if _imported(value):
             continue
         if name == "config":
             raise ConfigError(f"config file {path}: 'config' cannot be set from a config file")
+        if name == "wsgi_app":  # gunicorn's name for the app spec; the command line wins
+            try:
+                values["app"] = _string(value)
+            except ValueError as exc:
+                raise ConfigError(f"config file {path}: invalid value for wsgi_app: {exc}") \
+                    from None
+            continue
+        if name in GUNICORN_ONLY:
+            raise ConfigError(f"config file {path}: gunicorn setting {name!r} is not "
+                              f"supported: {GUNICORN_ONLY[name]}")
         values[name] = validate(name, value, f"config file {path}")
     return values
 

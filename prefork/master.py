@@ -224,7 +224,8 @@ class Master:
             logger.error("stack dump of worker slot=%d pid=%d (%s):\n%s", record.slot,
                          record.pid, record.kill_reason or "requested",
                          record.dump.decode("utf-8", "replace").rstrip())
-        expected = record.retiring or self.state is State.STOPPING
+        expected = (record.retiring or self.state is State.STOPPING
+                    or policy.planned_restart(status))  # --reload: the code changed
         level = logger.info if expected and not record.killed else logger.warning
         level("worker exited slot=%d pid=%d generation=%d %s%s", record.slot, record.pid,
               record.generation, how,

@@ -18,6 +18,9 @@ BACKOFF_FIRST = 0.1  # seconds before respawning a slot whose worker died young 
 BACKOFF_CAP = 30.0
 YOUNG = 5.0  # a worker that dies sooner than this after boot counts as a crash loop
 DUMP_GRACE = 0.5  # seconds between the stack-dump request and SIGKILL
+# A worker's exit code for "my code changed, start me again" (--reload, reloader.py): a
+# planned restart, never counted as a crash. 75 is EX_TEMPFAIL in sysexits.h.
+RELOAD_EXIT = 75
 
 
 @dataclass(eq=False)
@@ -106,6 +109,11 @@ def next_backoff(backoff: SlotBackoff, now: float) -> float:
         delay = min(BACKOFF_FIRST * 2 ** (backoff.failures - 2), BACKOFF_CAP)
     backoff.not_before = now + delay
     return delay
+
+
+def planned_restart(status: int) -> bool:
+    """The worker exited with RELOAD_EXIT: respawn at once, log it as expected."""
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == RELOAD_EXIT
 
 
 def died_young(record: WorkerRecord, now: float) -> bool:

@@ -35,6 +35,8 @@ from .app import load
 from .config import Config
 from .errors import ExitCode
 from .heartbeat import WorkerBeat
+from .policy import RELOAD_EXIT
+from .reloader import Reloader
 from .signals import DUMP_SIGNAL, reset_in_child
 from .sockets import Listener
 from .threads import RequestThreads
@@ -149,6 +151,7 @@ class Worker:
         self.listening = False
         self.threads: RequestThreads | None = None
         self.stuck_logged = False
+        self.reloader = Reloader() if self.config.reload else None  # --reload (development)
 
     # -- set-up, in the order the issue lists it ------------------------------------------
 
@@ -214,15 +217,17 @@ class Worker:
         if app is None:
             try:
                 app = load(str(config.app), config.chdir)
-            except BaseException:
+            except BaseException as exc:
                 logger.error("app %s failed to load:\n%s", config.app,
                              traceback.format_exc().rstrip())
-                return ExitCode.APP_LOAD_ERROR
+                if self.reloader is None:
+                    return ExitCode.APP_LOAD_ERROR
+                app = self.reloader.broken_app(exc, config.protocol)  # 500 + traceback
         handler = make_handler(app)
         self.beat.ready()
         logger.debug("ready pid=%d generation=%d", os.getpid(), ctx.generation)
         self._serve(handler)
-        return ExitCode.OK
+        return RELOAD_EXIT if self.reloader and self.reloader.restart else ExitCode.OK
 
     def _handler_factory(self) -> Callable[[Any], Handler]:
         dispatch = self._dispatch if self.config.threads > 1 else None
@@ -414,3 +419,6 @@ class Worker:
                 log.reopen()
                 faulthandler.register(DUMP_SIGNAL, file=self.ctx.dump_fd, all_threads=True)
             self._beat(now)
+            if self.reloader is not None and not self.stopping and self.reloader.changed(now):
+                self.stopping = True  # finish in-flight requests, then exit RELOAD_EXIT
+                os.write(self.wake_w, b"r")  # wake the loop now, not at the next beat
