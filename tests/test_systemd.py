@@ -808,8 +808,9 @@ def namespace_refusal() -> str | None:
 class Manager:
     """systemd as PID 1 of its own namespace, driven with nsenter + systemctl."""
 
-    def __init__(self, tmp_path: Path, units: Path) -> None:
+    def __init__(self, tmp_path: Path, units: Path, service_log: Path) -> None:
         self.log_path = tmp_path / "boot.log"  # the boot script; systemd logs to the console
+        self.service_log = service_log
         boot = tmp_path / "boot.sh"
         boot.write_text(BOOT.format(units=units, systemd=SYSTEMD))
         boot.chmod(0o755)
@@ -846,7 +847,9 @@ class Manager:
         return wait_for(check, what=f"{what} ({expected})")  # type: ignore[no-any-return]
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What the boot script and the service wrote, for failure messages."""
+        return "".join(f"--- {p.name}:\n{p.read_text(errors='replace')}"
+                       for p in (self.log_path, self.service_log) if p.exists())
 
     def close(self) -> None:
         # SIGKILL to a namespace's PID 1 kills every process in it, services included.
@@ -896,6 +899,8 @@ DefaultDependencies=no
 ExecStart=
 ExecStart={" ".join(real_prefork())} --name {name} --workers 2 --graceful-timeout 5 tests.apps:app
 WorkingDirectory={REPO}
+# Visible even when the checkout is under /tmp, which PrivateTmp= replaces.
+BindReadOnlyPaths={REPO}
 Environment=PYTHONDONTWRITEBYTECODE=1
 # No journald in the namespace.
 StandardOutput=append:{service_log}
@@ -919,7 +924,7 @@ ListenStream={sock_path}
     (units / "pftest.target").write_text(
         "[Unit]\nDescription=prefork test\nDefaultDependencies=no\nWants=prefork.socket\n")
 
-    manager = Manager(tmp_path, units)
+    manager = Manager(tmp_path, units, service_log)
     try:
         def up() -> bool:
             state = manager.run("systemctl", "is-system-running", check=False).stdout.strip()
