@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from . import log, proctitle
 from .app import load
@@ -39,7 +39,9 @@ from .policy import RELOAD_EXIT
 from .reloader import Reloader
 from .signals import DUMP_SIGNAL, reset_in_child
 from .sockets import Listener
-from .threads import RequestThreads
+
+if TYPE_CHECKING:
+    from .threads import RequestThreads  # imported at run time only with --threads > 1
 
 logger = log.logger
 
@@ -109,6 +111,14 @@ def _drop_privileges(user: str | None, group: str | None) -> None:
         if os.getuid() == 0:
             os.initgroups(entry.pw_name, os.getgid())
         os.setuid(entry.pw_uid)
+
+
+def preimport(protocol: str) -> None:
+    """Import the code a worker of `protocol` runs (called in the master before forking)."""
+    if protocol == "tcp":
+        from . import tcp  # noqa: F401
+    else:
+        from . import connection  # noqa: F401
 
 
 def run(ctx: Context) -> NoReturn:
@@ -368,6 +378,8 @@ class Worker:
     def _serve(self, handler: Handler) -> None:
         sel = self.sel
         if self.config.threads > 1:
+            from .threads import RequestThreads
+
             self.threads = RequestThreads(self.config.threads, self.wake_w)
         self._update_listening(time.monotonic())
         sel.register(self.ctx.channel, selectors.EVENT_READ, _MASTER)
