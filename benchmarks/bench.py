@@ -34,6 +34,11 @@ Then start-up time (spawn, then connect-and-GET in a tight loop until the first 
 `--starts` starts) is measured for prefork and gunicorn sync. Worker PSS (psutil
 `memory_full_info().pss`) is read after each scenario's runs.
 
+On a shared machine, other processes' CPU use is measured around every run (busy time in
+/proc/stat minus our own processes'): each run and start first waits for it to drop below
+`--max-other-load`, and a run it disturbed more is redone, up to `--retries` times. The
+report shows what was left (*other load*) and how many runs were redone.
+
 Progress goes to stderr; the Markdown report (for `benchmarks/RESULTS.md`) to stdout and, with
 `-o FILE`, to FILE. Every process started here is killed on the way out, also on Ctrl-C.
 """
