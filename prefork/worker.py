@@ -385,10 +385,12 @@ class Worker:
         sel.register(self.ctx.channel, selectors.EVENT_READ, _MASTER)
         sel.register(self.wake_r, selectors.EVENT_READ, _SIGNAL)
         accepting = True
-        while accepting or self.conns or (self.threads is not None and self.threads.busy):
+        while True:
             if accepting and self.stopping:
                 accepting = False
                 self._stop_accepting()
+            if not (accepting or self.conns or (self.threads is not None and self.threads.busy)):
+                return  # stopping, and nothing left in flight
             now = time.monotonic()
             for key, _ in sel.select(self._next_timeout(now)):
                 tag = key.data

@@ -306,12 +306,16 @@ class Response:
         if self.no_body:
             self.send(head)
             return
-        data = head + b"".join(body)
         if self.length is not None and total != self.length:
             self.keep_alive = False
-            data = data[:len(head) + self.length]
+            body = [b"".join(body)[:self.length]]
         self.body_bytes = min(total, self.length if self.length is not None else total)
-        self.send(data)
+        parts = body if isinstance(body, (list, tuple)) else list(body)
+        if total > 65536 and len(parts) == 1:
+            self.send(head)  # a large body goes out as it is, not copied behind the head
+            self.send(parts[0])
+        else:
+            self.send(head + b"".join(parts))  # one send for the common small response
 
     def finish(self) -> None:
         """After the last body chunk: terminate the framing."""
