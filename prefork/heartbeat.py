@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 READY = b"R"
 BEAT = b"B"
+ERROR = b"E"  # followed by UTF-8 text: why the worker is about to exit (e.g. the import error)
 _BEAT = struct.Struct("=cdQ")  # kind, monotonic time of the beat, requests served
+MAX_ERROR = 2048  # bytes of error text sent; SEQPACKET messages stay small
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Beat:
     kind: bytes
     sent: float
     requests: int
+    text: str = ""
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -47,14 +50,16 @@ def read_messages(sock: socket.socket) -> tuple[list[Beat], bool]:
     out: list[Beat] = []
     while True:
         try:
-            data = sock.recv(64)
+            data = sock.recv(1 + MAX_ERROR)
         except BlockingIOError:
             return out, False
         except ConnectionResetError:
             return out, True
         if not data:
             return out, True
-        if len(data) == _BEAT.size:
+        if data[:1] == ERROR:
+            out.append(Beat(ERROR, 0.0, 0, data[1:].decode("utf-8", "replace")))
+        elif len(data) == _BEAT.size:
             kind, sent, requests = _BEAT.unpack(data)
             out.append(Beat(kind, sent, requests))
 
@@ -77,6 +82,13 @@ class WorkerBeat:
 
     def ready(self) -> None:
         self._send(READY, time.monotonic())
+
+    def error(self, text: str) -> None:
+        """Tell the master why we are about to exit (it shows in its log and STATUS=)."""
+        try:
+            self.sock.send(ERROR + text.encode("utf-8", "replace")[:MAX_ERROR])
+        except OSError:
+            pass  # the master is gone or stalled: our exit code still tells the story
 
     def beat(self, now: float) -> None:
         """Send a beat unless one went out less than `interval` ago."""

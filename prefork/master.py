@@ -187,6 +187,9 @@ class Master:
     def _read_channel(self, record: WorkerRecord, now: float) -> None:
         messages, eof = heartbeat.read_messages(record.channel)
         for msg in messages:
+            if msg.kind == heartbeat.ERROR:
+                record.error = msg.text
+                continue
             record.last_beat = max(record.last_beat, min(msg.sent, now))
             record.requests = msg.requests
             if msg.kind == heartbeat.READY and not record.ready:
@@ -214,7 +217,10 @@ class Master:
 
     def _on_exit(self, record: WorkerRecord, status: int, now: float) -> None:
         self.records.remove(record)
-        if not record.gone:
+        if not record.gone:  # read what it said last (its error, say) up to the EOF
+            self._read_channel(record, now)
+        if not record.gone:  # no EOF: a child of the worker holds its end; stop listening
+            record.gone = True
             self.sel.unregister(record.channel)
             record.channel.close()
         record.dump += heartbeat.drain(record.dump_fd)
@@ -235,12 +241,15 @@ class Master:
             return
         if not record.ready and record.generation == 1 and self.state is State.BOOTING:
             code = os.waitstatus_to_exitcode(status)
+            said = f": {record.error}" if record.error else ""
             self._boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
                               else ExitCode.WORKER_BOOT_ERROR, now,
-                              f"worker slot={record.slot} died before it was ready ({how})")
+                              f"worker slot={record.slot} died before it was ready ({how})"
+                              f"{said}")
         elif (not record.ready and self.state is State.RELOADING
               and record.generation == self.generation):
-            self._reload_failed(f"new worker died before it was ready ({how})", now)
+            self._reload_failed(record.error or f"new worker died before it was ready ({how})",
+                                now)
         elif policy.died_young(record, now) and not record.killed:
             backoff = self.backoffs.setdefault(record.slot, SlotBackoff())
             delay = policy.next_backoff(backoff, now)

@@ -40,6 +40,7 @@ class WorkerRecord:
     kill_reason: str = ""
     gone: bool = False  # EOF seen on the channel
     requests: int = 0
+    error: str = ""  # what the worker said before exiting (e.g. its app import error)
     dump: bytearray = field(default_factory=bytearray)
 
 

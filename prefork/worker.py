@@ -231,6 +231,7 @@ class Worker:
                 logger.error("app %s failed to load:\n%s", config.app,
                              traceback.format_exc().rstrip())
                 if self.reloader is None:
+                    self.beat.error(f"{type(exc).__name__}: {exc}")
                     return ExitCode.APP_LOAD_ERROR
                 app = self.reloader.broken_app(exc, config.protocol)  # 500 + traceback
         handler = make_handler(app)

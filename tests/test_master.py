@@ -224,6 +224,7 @@ def test_reload_with_broken_app_keeps_old_workers(servers, tmp_path: Path) -> No
     assert "STATUS=reload failed" in message
     server.wait_log("reload failed")
     assert "broken on disk" in server.log()
+    assert "STATUS=reload failed: ImportError: broken on disk" in message
     assert server.request("/")[1] == b"v1"
     wait_for(lambda: server.worker_pids() == old, what="only the old workers")
     # A fixed app reloads fine afterwards.
