@@ -6,24 +6,8 @@ import signal
 import socket
 from pathlib import Path
 
-import pytest
-
-from tests.harness import DEADLINE, Server, wait_for
+from tests.harness import DEADLINE, wait_for
 from tests.test_master import hold, read_response
-
-
-@pytest.fixture
-def servers(tmp_path: Path):
-    started: list[Server] = []
-
-    def start(*args: str, **kw) -> Server:
-        server = Server(tmp_path, *args, **kw)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def test_one_worker_serves_requests_concurrently(servers, tmp_path: Path) -> None:
@@ -71,7 +55,7 @@ def test_stuck_thread_gets_the_worker_replaced(servers, tmp_path: Path) -> None:
         assert server.request("/")[0] == 200
         # ...but the worker stops beating, gets its stacks dumped and is replaced.
         server.wait_log(r"stopping heartbeats so the master replaces this worker")
-        server.wait_log(rf"stack dump of worker slot=1 pid={victim}[^\n]*\n(.|\n)*spin_forever")
+        server.wait_log(rf"stack dump of worker slot=1 pid={victim}[^\n]*\n[\s\S]*spin_forever")
     server.wait_workers(1, exclude={victim})
     assert server.request("/")[0] == 200
 
