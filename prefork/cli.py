@@ -146,11 +146,48 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         code = Master(config, args).run()
     except BindError as exc:
-        _fail(str(exc), ExitCode.ERROR)
+        _fail(f"{exc}{_bind_hint(str(exc))}", ExitCode.ERROR)
     except BootError as exc:
-        _fail(str(exc), exc.code)
+        message = str(exc)
+        if exc.code == ExitCode.APP_LOAD_ERROR:
+            why = _why_the_app_failed(config)
+            message = f"{why} (exit {exc.code.value})" if why else message
+        _fail(message, exc.code)
     sys.exit(code)
 
+
+def _bind_hint(message: str) -> str:
+    """What to do about a failed bind, appended to sockets.py's one-line reason."""
+    unix = "(unix:" in message
+    if message.endswith("address already in use"):
+        return ("; another process is listening there: stop it, or choose another "
+                + ("path" if unix else "port") + " with --bind")
+    if message.endswith("permission denied"):
+        if unix:
+            return ("; this user cannot create the socket file there: choose a directory "
+                    "it can write (systemd: RuntimeDirectory=)")
+        return ("; ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher port "
+                "(behind nginx), or systemd socket activation")
+    if message.endswith("cannot assign requested address"):
+        return "; that address is not on this machine: use 127.0.0.1 or 0.0.0.0"
+    return ""
+
+
+def _why_the_app_failed(config: Config) -> str | None:
+    """The app's import failed in a worker (exit 4). Everything has stopped and this
+    process is about to exit, so import it once more here to turn the failure into one line
+    that says what to do (the worker's full traceback is already in the error log)."""
+    from .app import AppLoadError, load
+
+    try:
+        load(str(config.app), config.chdir)
+    except AppLoadError as exc:
+        return str(exc)
+    except BaseException as exc:  # the app's own import raised: name it, point to the log
+        where = "above" if config.errorlog == "-" else f"in {config.errorlog}"
+        return (f"app {config.app!r} failed to load: {type(exc).__name__}: {exc} "
+                f"(the traceback is {where})")
+    return None  # it imports now: keep the master's message
 
 def _fail(message: str, code: int) -> NoReturn:
     from . import daemon

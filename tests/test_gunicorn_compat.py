@@ -245,11 +245,15 @@ def test_daemon_start_up_errors_reach_the_terminal_with_their_code(tmp_path: Pat
         port = taken.getsockname()[1]
         busy = run_cli("tests.apps:app", "-D", "-b", f"127.0.0.1:{port}")
     assert busy.returncode == 1
-    assert busy.stderr == f"prefork: error: bind(127.0.0.1:{port}): address already in use\n"
+    assert busy.stderr.count("\n") == 1
+    assert busy.stderr.startswith(f"prefork: error: bind(127.0.0.1:{port}): address already "
+                                  "in use; another process is listening there")
     broken = run_cli("tests.broken_app:app", "-D", "-b", f"unix:{tmp_path / 'b.sock'}",
                      "--error-logfile", str(tmp_path / "b.log"))
     assert broken.returncode == 4
-    assert "died before it was ready (exit code 4)" in broken.stderr
+    assert broken.stderr == ("prefork: error: app 'tests.broken_app:app' failed to load: "
+                             "RuntimeError: this app is broken on purpose (the traceback is "
+                             f"in {tmp_path / 'b.log'}) (exit 4)\n")
 
 
 def test_daemon_under_systemd_is_refused(tmp_path: Path) -> None:
