@@ -899,8 +899,9 @@ DefaultDependencies=no
 ExecStart=
 ExecStart={" ".join(real_prefork())} --name {name} --workers 2 --graceful-timeout 5 tests.apps:app
 WorkingDirectory={REPO}
-# Visible even when the checkout is under /tmp, which PrivateTmp= replaces.
-BindReadOnlyPaths={REPO}
+# Visible even when the checkout (or a virtualenv) is under /tmp, which PrivateTmp=
+# replaces.
+BindReadOnlyPaths={" ".join(sorted({str(REPO), sys.prefix, sys.base_prefix}))}
 Environment=PYTHONDONTWRITEBYTECODE=1
 # No journald in the namespace.
 StandardOutput=append:{service_log}
