@@ -288,3 +288,11 @@ def test_reload_restarts_the_worker_on_a_code_change(tmp_path: Path) -> None:
         assert server.proc.poll() is None
     finally:
         server.close()
+
+
+def test_the_annotated_example_config_is_valid() -> None:
+    result = run_cli("-c", "examples/config.py", "--check-config", env={"PORT": "8123"})
+    assert result.returncode == 0, result.stderr
+    got = effective(result)
+    assert (got["app"], got["bind"], got["umask"]) == (
+        "examples.hello:app", "['127.0.0.1:8123']", str(0o007))
