@@ -136,3 +136,12 @@ def test_app_factory_call_as_in_gunicorn(tmp_path: Path) -> None:
     line = one_line(tmp_path, "--chdir", str(tmp_path), "factory:create_app(open('x'))",
                     code=4)
     assert "factory arguments must be literals" in line
+
+
+def test_an_app_that_starts_a_thread_then_fails_does_not_hang_the_cli(tmp_path: Path) -> None:
+    (tmp_path / "threaded_fail.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon thread\n"
+        "raise ImportError('the database driver is missing')\n")
+    line = one_line(tmp_path, "--chdir", str(tmp_path), "threaded_fail:app", code=4)
+    assert "failed to load: ImportError: the database driver is missing" in line
