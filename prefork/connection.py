@@ -66,7 +66,8 @@ class BodyTimeout(ClientError):
 class WorkerState(Protocol):
     stopping: bool
 
-    def on_request(self) -> None: ...
+    def on_request(self, method: str = "", path: str = "") -> None: ...
+    def on_request_end(self, status: int) -> None: ...
 
 
 @dataclass
@@ -248,7 +249,7 @@ class HttpConnection:
     def _serve(self, req: Request) -> bool:
         """Run the app for one request. True: the connection may carry another request."""
         settings = self.settings
-        settings.worker.on_request()
+        settings.worker.on_request(req.method, req.path)
         self.served = True
         started = time.time()
         body = Input(self, req)
@@ -290,6 +291,7 @@ class HttpConnection:
             self._close_after(body)
             return False
         finally:
+            settings.worker.on_request_end(resp.code)
             if settings.access_format is not None:
                 log.access(settings.access_format, environ, req, resp.code, resp.body_bytes,
                            time.time() - started)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .log import logger
+from .scoreboard import TCP
 
 TcpHandler = Callable[[socket.socket, Any], None]
 
@@ -45,17 +46,23 @@ class TcpJob:
             self.sock.close()
 
 
-def make_handler(handle: TcpHandler, on_request: Callable[[], None],
+def make_handler(handle: TcpHandler, on_request: Callable[[str, str], None],
                  dispatch: Callable[[TcpJob, Callable[[], None]], None] | None = None,
+                 on_end: Callable[[int], None] | None = None,
                  ) -> Callable[[socket.socket, Any, float], TcpJob | None]:
     def serve(sock: socket.socket, addr: Any) -> None:
-        on_request()
+        # The scoreboard shows a TCP connection as "TCP <peer>"; it ends with no status
+        # (counted in the "tcp" class of prefork_requests_total).
+        on_request("TCP", f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else "unix")
         sock.setblocking(True)
         try:
             handle(sock, addr)
         except Exception:
             logger.error("handler %s failed for %s:\n%s", getattr(handle, "__name__", handle),
                          addr, traceback.format_exc().rstrip())
+        finally:
+            if on_end is not None:
+                on_end(TCP)
 
     def accepted(sock: socket.socket, addr: Any, now: float) -> TcpJob | None:
         job = TcpJob(sock)

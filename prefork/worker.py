@@ -18,6 +18,7 @@ import errno
 import faulthandler
 import itertools
 import math
+import mmap
 import os
 import random
 import selectors
@@ -37,6 +38,7 @@ from .errors import ExitCode
 from .heartbeat import WorkerBeat
 from .policy import RELOAD_EXIT
 from .reloader import Reloader
+from .scoreboard import EXIT_MAX_REQUESTS, Writer, board_size
 from .signals import DUMP_SIGNAL, reset_in_child
 from .sockets import Listener
 
@@ -80,6 +82,8 @@ class Context:
     close_fds: list[int]  # fds the master owns and this worker must not keep
     app: Any = None  # set when preloaded
     unblock: set[int] = field(default_factory=set)  # mask to restore after set-up
+    board: mmap.mmap | None = None  # our scoreboard (scoreboard.py), shared with the master
+    unmap: list[mmap.mmap] = field(default_factory=list)  # the siblings' boards
 
 
 _ACCEPT, _MASTER, _SIGNAL = "accept", "master", "signal"
@@ -162,6 +166,9 @@ class Worker:
         self.threads: RequestThreads | None = None
         self.stuck_logged = False
         self.reloader = Reloader() if self.config.reload else None  # --reload (development)
+        slots = max(self.config.threads, 1)
+        board = ctx.board if ctx.board is not None else mmap.mmap(-1, board_size(slots))
+        self.board = Writer(board, slots)
 
     # -- set-up, in the order the issue lists it ------------------------------------------
 
@@ -171,6 +178,8 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass  # already closed by the selector's close
+        for sibling in self.ctx.unmap:  # not descriptors, but not ours to write either
+            sibling.close()
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ctx.master_pid:
             # The master died between fork() and prctl(): nobody will tell us later.
@@ -245,15 +254,19 @@ class Worker:
         if self.config.protocol == "tcp":
             from .tcp import make_handler
 
-            return lambda app: make_handler(app, self.on_request, dispatch)
+            return lambda app: make_handler(app, self.on_request, dispatch,
+                                            self.on_request_end)
         from .connection import make_handler as make_http_handler
 
         return lambda app: make_http_handler(app, self.config, self, dispatch)
 
     # -- the loop -------------------------------------------------------------------------
 
-    def on_request(self) -> None:
-        """Called by a connection as each request starts: count, beat, maybe retire."""
+    def on_request(self, method: str = "", path: str = "") -> None:
+        """Called by a connection as each request starts: count, beat, maybe retire.
+        `method` and `path` (a TCP handler gives "TCP" and the peer) go to the scoreboard,
+        where `prefork status` and a hung-worker report read them."""
+        self.board.start(method, path)
         self.requests = next(self.counter)
         self.beat.requests = self.requests
         if self.threads is None:
@@ -262,7 +275,13 @@ class Worker:
             self.beat.beat(time.monotonic())
         if self.max_requests and self.requests >= self.max_requests and not self.stopping:
             logger.info("max requests reached requests=%d, exiting gracefully", self.requests)
+            self.board.exit_reason(EXIT_MAX_REQUESTS)
             self.stopping = True
+
+    def on_request_end(self, status: int) -> None:
+        """Called by a connection as each request ends, from the thread that served it:
+        the status code sent (0 if none; scoreboard.TCP for a TCP handler)."""
+        self.board.end(status)
 
     def _dispatch(self, conn: Conn, job: Callable[[], None]) -> None:
         """Main thread: take `conn` out of the selector and serve its request in the pool."""

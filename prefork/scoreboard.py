@@ -1,0 +1,255 @@
+"""The scoreboard: one small shared-memory page per worker that the worker writes and the
+master reads, with no syscall and no message per request.
+
+Rules:
+- The master creates a worker's board (an anonymous MAP_SHARED `mmap`) just before it
+  forks that worker; the child inherits the mapping. Only that worker writes it; only the
+  master reads it. A worker unmaps the boards of its siblings right after fork.
+- A board holds a small header (why the worker exits on its own, e.g. --max-requests)
+  and one record per request thread (1 without --threads). Each record has exactly one
+  writer thread, so no lock is needed: a thread finds its record through a thread-local
+  index taken on first use.
+- A record holds the request in progress (method, path truncated to PATH_MAX bytes,
+  CLOCK_MONOTONIC start; start 0.0 means idle) and cumulative counters: requests by
+  status class, per-bucket duration counts and the duration sum. "Requests served" is
+  the sum of the class counters, so it is not stored twice.
+- Seqlock: the writer makes the record's sequence word odd, writes, then makes it even.
+  The master copies the record and accepts the copy only if the sequence was even and
+  unchanged around it; it retries a bounded number of times and otherwise keeps the last
+  good copy (a worker SIGKILLed or SIGSTOPped mid-write must not wedge the master).
+  Ordering: each store is a separate C call, and x86-64 keeps stores in program order
+  (TSO). On weakly ordered CPUs a rare torn read is still caught by the sequence check
+  in practice but not guaranteed: the worst case is one wrong row in a status table.
+- Why not piggy-back stats on heartbeats (as the issue first proposed): beats are
+  rate-limited, and a worker stuck in a request sends none, which is exactly when the
+  master needs to know what it is serving. Shared memory is readable at any time.
+- Cost: `Writer.start` + `Writer.end` is a handful of memoryview stores and one
+  `pack_into` (measured in benchmarks/RESULTS.md, "Scoreboard and memory sampling").
+"""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import struct
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Request-duration histogram upper bounds in seconds (Prometheus' default buckets); one
+# more counter holds what is above the last bound (+Inf).
+BOUNDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Status classes, by index: no status (the client left before a response head), 1xx..5xx,
+# and a plain TCP connection (--protocol tcp), which has no status at all.
+CLASSES: tuple[str, ...] = ("none", "1xx", "2xx", "3xx", "4xx", "5xx", "tcp")
+TCP = -1  # the status a TCP handler reports: counted in the "tcp" class
+METHOD_MAX = 16
+PATH_MAX = 200
+
+# Board layout, in 8-byte words. Header: word 0 is the exit reason.
+HEADER_WORDS = 8
+EXIT_NONE, EXIT_MAX_REQUESTS = 0, 1
+# Record: seq | started (double) | lengths | method (2 words) | path (26 words) |
+# classes (7) | buckets (12) | duration sum (double) | padding to RECORD_WORDS.
+_SEQ, _STARTED = 0, 1
+_REQUEST = struct.Struct(f"=dQ{METHOD_MAX}s{(PATH_MAX + 7) // 8 * 8}s")  # from word 1
+_CLASSES = 1 + _REQUEST.size // 8
+_BUCKETS = _CLASSES + len(CLASSES)
+_SUM = _BUCKETS + len(BOUNDS) + 1
+RECORD_WORDS = 64
+_RECORD = struct.Struct(f"=Q{_REQUEST.format[1:]}{len(CLASSES)}Q{len(BOUNDS) + 1}Qd")
+assert _SUM + 1 <= RECORD_WORDS and _RECORD.size == (_SUM + 1) * 8
+READ_RETRIES = 100
+
+
+def board_size(slots: int) -> int:
+    return (HEADER_WORDS + slots * RECORD_WORDS) * 8
+
+
+def status_class(status: int) -> int:
+    """Index into CLASSES for an HTTP status code (0 when no status was sent), or TCP."""
+    if 100 <= status < 600:
+        return status // 100
+    return len(CLASSES) - 1 if status == TCP else 0
+
+
+# -- the worker side ------------------------------------------------------------------
+
+
+class _Record:
+    """One request thread's record. Called in the worker, by that one thread only."""
+
+    __slots__ = ("mm", "q", "d", "seq", "i_seq", "offset", "i_classes", "i_buckets",
+                 "i_sum", "started")
+
+    def __init__(self, mm: mmap.mmap, q: memoryview, d: Any, index: int) -> None:
+        base = HEADER_WORDS + index * RECORD_WORDS
+        self.mm, self.q, self.d = mm, q, d
+        self.i_seq = base + _SEQ
+        self.seq = q[self.i_seq]  # ours alone from now on: keep it in a Python int
+        self.offset = (base + _STARTED) * 8
+        self.i_classes = base + _CLASSES
+        self.i_buckets = base + _BUCKETS
+        self.i_sum = base + _SUM
+        self.started = 0.0
+
+    def start(self, method: str, path: str) -> None:
+        m = method.encode("latin-1", "replace")[:METHOD_MAX]
+        p = path.encode("utf-8", "backslashreplace")[:PATH_MAX]
+        self.started = now = time.monotonic()
+        q = self.q
+        self.seq += 1
+        q[self.i_seq] = self.seq  # odd: writing
+        _REQUEST.pack_into(self.mm, self.offset, now, len(m) | len(p) << 8, m, p)
+        self.seq += 1
+        q[self.i_seq] = self.seq  # even: consistent
+
+    def end(self, status: int) -> None:
+        duration = time.monotonic() - self.started if self.started else 0.0
+        self.started = 0.0
+        q = self.q
+        self.seq += 1
+        q[self.i_seq] = self.seq
+        self.d[self.i_seq + _STARTED] = 0.0
+        q[self.i_classes + status_class(status)] += 1
+        q[self.i_buckets + bisect_left(BOUNDS, duration)] += 1
+        self.d[self.i_sum] += duration
+        self.seq += 1
+        q[self.i_seq] = self.seq
+
+
+class Writer:
+    """The worker's view of its board. `start(method, path)` as a request begins and
+    `end(status)` when it is over, from whichever thread serves it."""
+
+    def __init__(self, mm: mmap.mmap, slots: int) -> None:
+        self.mm = mm
+        self.q = memoryview(mm).cast("Q")
+        self.d = memoryview(mm).cast("d")
+        self.records = [_Record(mm, self.q, self.d, i) for i in range(slots)]
+        self._local = threading.local()
+        self._next = itertools.count()  # next() is atomic under the GIL
+        self.start: Callable[[str, str], None] = self._start_threaded
+        self.end: Callable[[int], None] = self._end_threaded
+        if slots == 1:  # the common case pays no thread-local lookup
+            self.start, self.end = self.records[0].start, self.records[0].end
+
+    def _record(self) -> _Record | None:
+        record: _Record | None = getattr(self._local, "record", None)
+        if record is None:
+            index = next(self._next)
+            if index >= len(self.records):
+                return None  # more threads than records: cannot happen with our pool
+            record = self._local.record = self.records[index]
+        return record
+
+    def _start_threaded(self, method: str, path: str) -> None:
+        record = self._record()
+        if record is not None:
+            record.start(method, path)
+
+    def _end_threaded(self, status: int) -> None:
+        record = self._record()
+        if record is not None:
+            record.end(status)
+
+    def exit_reason(self, reason: int) -> None:
+        """Tell the master why this worker is about to exit on its own."""
+        self.q[0] = reason
+
+    def close(self) -> None:
+        """Release the views, so the mmap can be closed (a worker never needs to)."""
+        self.q.release()
+        self.d.release()
+
+
+# -- the master side ------------------------------------------------------------------
+
+
+@dataclass
+class Current:
+    """A request in progress."""
+
+    method: str
+    path: str
+    started: float  # CLOCK_MONOTONIC, comparable with the master's time.monotonic()
+
+
+@dataclass
+class Counters:
+    """Cumulative request counters (one worker, or folded totals)."""
+
+    classes: list[int] = field(default_factory=lambda: [0] * len(CLASSES))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
+    duration_sum: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return sum(self.classes)
+
+    def add(self, other: Counters) -> None:
+        self.classes = [a + b for a, b in zip(self.classes, other.classes, strict=True)]
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.duration_sum += other.duration_sum
+
+
+@dataclass
+class Snapshot:
+    counters: Counters
+    current: list[Current]
+    exit_reason: int
+
+
+def _decode(record: tuple) -> tuple[Current | None, list[int], list[int], float]:
+    started, lengths, method, path = record[1:5]
+    n = len(CLASSES)
+    classes = list(record[5:5 + n])
+    buckets = list(record[5 + n:5 + n + len(BOUNDS) + 1])
+    current = None
+    if started:
+        m_len, p_len = lengths & 0xFF, min(lengths >> 8, PATH_MAX)
+        current = Current(method[:m_len].decode("latin-1"),
+                          path[:p_len].decode("utf-8", "replace"), started)
+    return current, classes, buckets, record[-1]
+
+
+class Board:
+    """The master's handle on one worker's board. Called in the master only."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.mm = mmap.mmap(-1, board_size(slots))  # MAP_SHARED | MAP_ANONYMOUS
+        self.last: list[tuple] = [_RECORD.unpack_from(self.mm, self._offset(i))
+                                  for i in range(slots)]
+        self.torn = 0  # reads that gave up (the last good copy was used)
+
+    @staticmethod
+    def _offset(index: int) -> int:
+        return (HEADER_WORDS + index * RECORD_WORDS) * 8
+
+    def _read_record(self, index: int) -> tuple:
+        mm, offset = self.mm, self._offset(index)
+        for _ in range(READ_RETRIES):
+            record = _RECORD.unpack_from(mm, offset)
+            seq = record[0]
+            if not seq & 1 and struct.unpack_from("=Q", mm, offset)[0] == seq:
+                self.last[index] = record
+                return record
+        self.torn += 1
+        return self.last[index]
+
+    def read(self) -> Snapshot:
+        counters = Counters()
+        current: list[Current] = []
+        for i in range(self.slots):
+            now, classes, buckets, total = _decode(self._read_record(i))
+            counters.add(Counters(classes, buckets, total))
+            if now is not None:
+                current.append(now)
+        return Snapshot(counters, current, struct.unpack_from("=Q", self.mm, 0)[0])
+
+    def close(self) -> None:
+        self.mm.close()
