@@ -60,6 +60,13 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _positive_number(value: Any) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -260,6 +267,19 @@ SETTINGS: tuple[Setting, ...] = (
        ["127.0.0.1", "::1"], _comma_list,
        "Peers trusted to set X-Forwarded-For / X-Forwarded-Proto (comma list, '*' for all).",
        metavar="IPS"),
+    _s("control_socket", ["--control-socket"], "Observability", None, _optional_string,
+       "Unix socket (mode 0600) for `prefork status|reload|scale|stop`. Default: "
+       "<pidfile>.ctl with --pid, else prefork-<master pid>.ctl in $XDG_RUNTIME_DIR or the "
+       "temp directory. 'off' disables it.", metavar="PATH"),
+    _s("metrics_bind", ["--metrics-bind"], "Observability", None, _optional_string,
+       "Serve Prometheus metrics at http://ADDRESS/metrics from the master (HOST:PORT or "
+       "unix:/path). Off by default.", metavar="ADDRESS"),
+    _s("max_worker_memory", ["--max-worker-memory"], "Observability", 0.0, _number,
+       "Replace a worker whose PSS stays above this many MiB for 3 samples in a row; its "
+       "replacement is ready before it drains. 0 disables.", metavar="MB"),
+    _s("memory_check_interval", ["--memory-check-interval"], "Observability", 5.0,
+       _positive_number, "Seconds between the master's PSS samples for "
+       "--max-worker-memory.", metavar="SECONDS"),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -13,6 +13,9 @@ Rules:
 - systemd hears from this loop only (systemd.py): READY/RELOADING/STOPPING at the state
   changes, STATUS whenever its text changes, WATCHDOG=1 from `_tend_systemd()` at the end
   of a turn and only under the health rule of `systemd.Watchdog`.
+- Observability lives in monitor.py: each worker's scoreboard (created here before its
+  fork), memory sampling, the control socket and /metrics, whose sockets sit in the same
+  selector (endpoint.py). A control verb runs the same `_dispatch` as its signal.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ import time
 import traceback
 from collections.abc import Sequence
 from enum import Enum
+from typing import Any
 
 from . import heartbeat, log, pidfile, policy, proctitle, worker
 from .app import load
 from .config import Config, ConfigError
+from .endpoint import Client, Endpoint
 from .errors import BootError, ExitCode
+from .monitor import Monitor
 from .policy import SlotBackoff, WorkerRecord
+from .scoreboard import Board
 from .signals import DUMP_SIGNAL, TABLE, Action, Wakeup
 from .sockets import BindError, Listener, bind, local_name
 from .systemd import Notifier, TimeoutExtender, Watchdog, listen_fds, status_line
@@ -72,6 +79,7 @@ class Master:
         self.watchdog = watchdog if self.notifier.enabled else None
         self.extender = TimeoutExtender(self.notifier)
         self.last_error = ""  # shown in STATUS= until the next successful reload
+        self.monitor = Monitor(config, self.last_turn)
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -115,8 +123,10 @@ class Master:
         logger.info("master booted pid=%d workers=%d app=%s", os.getpid(), self.target,
                     config.app)
         try:
+            self.monitor.open(self, self._control)
             self._loop()
         finally:
+            self.monitor.close()
             self.wakeup.close()
             self.sel.close()
         logger.info("master exiting code=%d", self.exit_code)
@@ -154,6 +164,7 @@ class Master:
                 deadline = min(deadline, self.reload_deadline)
             if self.watchdog and self.state in (State.RUNNING, State.RELOADING):
                 deadline = min(deadline, self.watchdog.next_deadline())
+            deadline = min(deadline, self.monitor.next_deadline())
             events = self.sel.select(max(deadline - now, 0.0))
             now = time.monotonic()
             self._check_stall(now, deadline)
@@ -163,6 +174,8 @@ class Master:
                     signals.extend(self.wakeup.read())
                 elif isinstance(key.data, WorkerRecord):
                     self._read_channel(key.data, now)
+                elif isinstance(key.data, (Endpoint, Client)):  # control socket, /metrics
+                    key.data.ready(now)
                 else:
                     record = key.data[1]
                     record.dump += heartbeat.drain(record.dump_fd)
@@ -172,6 +185,8 @@ class Master:
             self._check_boot(now)
             self._check_reload(now)
             self._check_timeouts(now)
+            self._check_memory(now)
+            self.monitor.expire(now)
             self._tend_systemd(now)
 
     def _check_stall(self, now: float, deadline: float) -> None:
@@ -227,12 +242,14 @@ class Master:
         self.sel.unregister(record.dump_fd)
         os.close(record.dump_fd)
         how = policy.describe_status(status)
+        self.monitor.worker_exited(record, status, self.state is State.STOPPING)
         if record.dump:
             logger.error("stack dump of worker slot=%d pid=%d (%s):\n%s", record.slot,
                          record.pid, record.kill_reason or "requested",
                          record.dump.decode("utf-8", "replace").rstrip())
         expected = (record.retiring or self.state is State.STOPPING
-                    or policy.planned_restart(status))  # --reload: the code changed
+                    or policy.planned_restart(status)  # --reload: the code changed
+                    or record.kill_reason == "max-requests")
         level = logger.info if expected and not record.killed else logger.warning
         level("worker exited slot=%d pid=%d generation=%d %s%s", record.slot, record.pid,
               record.generation, how,
@@ -274,20 +291,44 @@ class Master:
         elif self.state is State.STOPPING:
             return
         elif action is Action.INCREMENT:
-            self.target += 1
-            logger.info("TTIN: workers=%d", self.target)
+            self._scale(self.target + 1, now, "TTIN")
         elif action is Action.DECREMENT:
-            if self.target > 1:
-                self.target -= 1
-                victim = policy.oldest(self.records, self.generation)
-                logger.info("TTOU: workers=%d", self.target)
-                if victim is not None:
-                    self._retire(victim, now)
+            self._scale(self.target - 1, now, "TTOU")
         elif action is Action.RELOAD:
             if self.state is State.RUNNING:
                 self._reload(now)
             else:
                 self.reload_queued = True  # coalesced, run when this one settles
+
+    def _scale(self, target: int, now: float, why: str) -> None:
+        """Run `target` workers (never fewer than 1); the oldest retire first."""
+        target = max(target, 1)
+        if target != self.target or why == "TTOU":
+            logger.info("%s: workers=%d", why, target)
+        while self.target > target:
+            self.target -= 1
+            victim = policy.oldest(self.records, self.generation)
+            if victim is not None:
+                self._retire(victim, now)
+        self.target = target
+
+    def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A control-socket request (control.py): the same actions as the signals."""
+        now, verb = time.monotonic(), request["verb"]
+        if verb == "status":
+            return self.monitor.status(self, now)
+        if verb == "scale":
+            workers = request.get("workers")
+            if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+                return {"ok": False, "error": f"scale: expected workers >= 1, got {workers!r}"}
+            if self.state is State.STOPPING:
+                return {"ok": False, "error": "scale: the master is stopping"}
+            self._scale(workers, now, "scale")
+        else:
+            self._dispatch({"reload": Action.RELOAD, "stop": Action.GRACEFUL_STOP,
+                            "quick-stop": Action.QUICK_STOP}[verb], now)
+        return {"ok": True, "state": self.state.value, "generation": self.generation,
+                "target": self.target}
 
     def _signal_all(self, sig: int) -> None:
         for r in self.records:
@@ -422,8 +463,10 @@ class Master:
 
     def _check_timeouts(self, now: float) -> None:
         for r in policy.timed_out(self.records, now, self.config.timeout):
-            logger.error("worker timeout slot=%d pid=%d silent for %.1f s; dumping stacks",
-                         r.slot, r.pid, now - r.last_beat)
+            # What it was doing, from its scoreboard (readable however stuck it is); the
+            # stacks follow when it is reaped (_on_exit), then its replacement.
+            logger.error("worker timeout slot=%d pid=%d silent for %.1f s, %s; dumping stacks",
+                         r.slot, r.pid, now - r.last_beat, self.monitor.current(r, now))
             r.kill_at, r.kill_reason = now + policy.DUMP_GRACE, "timeout"
             self._kill(r, DUMP_SIGNAL)
             self._kill(r, signal.SIGCONT)  # a stopped worker must run to dump its stacks
@@ -433,6 +476,15 @@ class Master:
                            r.kill_reason)
             r.killed = True
             self._kill(r, signal.SIGKILL)
+
+    def _check_memory(self, now: float) -> None:
+        """--max-worker-memory: sample when due; retire a replaced worker once its
+        replacement is ready (so capacity never drops)."""
+        self.monitor.check_memory(self.records, now, self.state is State.RUNNING)
+        for r in policy.superseded(self.records):
+            logger.info("worker slot=%d pid=%d replaced (memory); retiring it", r.slot, r.pid)
+            self._retire(r, now)
+            r.kill_reason = "memory"
 
     def _spawn_missing(self, now: float) -> None:
         for slot in policy.free_slots(self.records, self.generation, self.target):
@@ -444,6 +496,7 @@ class Master:
     def _spawn(self, slot: int, now: float) -> None:
         master_end, worker_end = heartbeat.pair()
         dump_r, dump_w = heartbeat.dump_pipe()
+        board = Board(max(self.config.threads, 1))
         # Block signals across fork(): until the child has reset its handlers, a signal
         # sent to it would be written into *our* wakeup pipe and taken for our own.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))
@@ -455,6 +508,7 @@ class Master:
             worker_end.close()
             os.close(dump_r)
             os.close(dump_w)
+            board.close()
             delay = policy.next_backoff(self.backoffs.setdefault(slot, SlotBackoff()), now)
             logger.error("fork(): %s; retrying slot=%d in %.1f s", exc.strerror, slot, delay)
             return
@@ -465,13 +519,15 @@ class Master:
                 config=self.config, slot=slot, generation=self.generation,
                 listeners=self.listeners, channel=worker_end, dump_fd=dump_w,
                 master_pid=os.getppid(), close_fds=self._owned_fds(), app=self.app,
-                unblock=old_mask)
+                unblock=old_mask, board=board.mm,
+                unmap=[r.board.mm for r in self.records if r.board is not None])
             worker.run(ctx)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         worker_end.close()
         os.close(dump_w)
         record = WorkerRecord(pid=pid, slot=slot, generation=self.generation,
-                              channel=master_end, dump_fd=dump_r, born=now, last_beat=now)
+                              channel=master_end, dump_fd=dump_r, born=now, last_beat=now,
+                              board=board)
         self.records.append(record)
         self.sel.register(master_end, selectors.EVENT_READ, record)
         self.sel.register(dump_r, selectors.EVENT_READ, ("dump", record))
@@ -482,7 +538,7 @@ class Master:
 
     def _owned_fds(self) -> list[int]:
         """Every fd the master holds for itself, which a new worker must close."""
-        fds = [self.sel.fileno(), *self.wakeup.fds()]
+        fds = [self.sel.fileno(), *self.wakeup.fds(), *self.monitor.fds()]
         for r in self.records:
             if not r.gone:
                 fds.append(r.channel.fileno())

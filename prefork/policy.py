@@ -13,6 +13,10 @@ import os
 import signal
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .scoreboard import Board
 
 BACKOFF_FIRST = 0.1  # seconds before respawning a slot whose worker died young twice
 BACKOFF_CAP = 30.0
@@ -42,6 +46,11 @@ class WorkerRecord:
     requests: int = 0
     error: str = ""  # what the worker said before exiting (e.g. its app import error)
     dump: bytearray = field(default_factory=bytearray)
+    board: Board | None = None  # its scoreboard (scoreboard.py), closed once it is reaped
+    # Above --max-worker-memory (monitor.py): still serving, but no longer counted, so a
+    # replacement is spawned; it is retired once that replacement is ready (superseded).
+    replacing: bool = False
+    over_limit: int = 0  # consecutive memory samples above the limit
 
 
 @dataclass
@@ -62,8 +71,31 @@ def describe_status(status: int) -> str:
 
 
 def serving(records: list[WorkerRecord], generation: int) -> list[WorkerRecord]:
-    """Workers of `generation` that count towards the target: alive and not retiring."""
-    return [r for r in records if r.generation == generation and not r.gone and not r.retiring]
+    """Workers of `generation` that count towards the target: alive, not retiring and not
+    being replaced."""
+    return [r for r in records if r.generation == generation and not r.gone
+            and not r.retiring and not r.replacing]
+
+
+def superseded(records: list[WorkerRecord]) -> list[WorkerRecord]:
+    """Workers being replaced whose replacement (same slot and generation, born later)
+    has reported ready: they may retire now without lowering capacity."""
+    return [old for old in records
+            if old.replacing and not old.retiring and not old.gone
+            and any(new.ready and new.slot == old.slot and new.generation == old.generation
+                    and new.born > old.born and not new.gone and not new.replacing
+                    for new in records)]
+
+
+def restart_reason(record: WorkerRecord, status: int, stopping: bool) -> str | None:
+    """Why a worker that exited was replaced, as counted in metrics: timeout, memory,
+    max-requests, signal or exit; None when its end was planned (reload, scaling down,
+    stop, a --reload code change)."""
+    if record.kill_reason in ("timeout", "memory", "max-requests"):
+        return record.kill_reason
+    if record.retiring or stopping or planned_restart(status):
+        return None
+    return "signal" if os.WIFSIGNALED(status) else "exit"
 
 
 def free_slots(records: list[WorkerRecord], generation: int, target: int) -> list[int]:

@@ -93,3 +93,35 @@ def test_describe_status() -> None:
     if pid == 0:
         os.kill(os.getpid(), signal.SIGKILL)
     assert policy.describe_status(os.waitpid(pid, 0)[1]) == "signal SIGKILL"
+
+
+def test_a_worker_being_replaced_frees_its_slot_until_the_replacement_is_ready(channel) -> None:
+    old = record(channel, 1, born=0.0, ready=True, replacing=True)
+    other = record(channel, 2, born=0.0, ready=True)
+    records = [old, other]
+    assert policy.free_slots(records, 1, 2) == [1]  # its replacement goes into slot 1
+    assert policy.superseded(records) == []
+    new = record(channel, 1, born=5.0)
+    records.append(new)
+    assert policy.superseded(records) == []  # not ready yet: the old one keeps serving
+    new.ready = True
+    assert policy.superseded(records) == [old]
+    old.retiring = True
+    assert policy.superseded(records) == []
+
+
+def test_restart_reasons(channel) -> None:
+    killed = 9  # a wait status for "killed by SIGKILL"
+    exited_1 = 1 << 8
+    assert policy.restart_reason(record(channel, 1), killed, False) == "signal"
+    assert policy.restart_reason(record(channel, 1), exited_1, False) == "exit"
+    assert policy.restart_reason(record(channel, 1, kill_reason="timeout"), killed,
+                                 False) == "timeout"
+    assert policy.restart_reason(record(channel, 1, retiring=True, kill_reason="memory"),
+                                 0, False) == "memory"
+    assert policy.restart_reason(record(channel, 1, kill_reason="max-requests"), 0,
+                                 False) == "max-requests"
+    # Planned ends are not restarts: retired (reload, TTOU), stopping, --reload's exit.
+    assert policy.restart_reason(record(channel, 1, retiring=True), 0, False) is None
+    assert policy.restart_reason(record(channel, 1), killed, True) is None
+    assert policy.restart_reason(record(channel, 1), policy.RELOAD_EXIT << 8, False) is None

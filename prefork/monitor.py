@@ -1,0 +1,262 @@
+"""What the master knows about its workers beyond life and death: their scoreboards,
+memory and CPU, restarts by reason; and the two services that show it (the control socket
+and /metrics).
+
+Rules:
+- Called in the master only, from its loop: `next_deadline()` joins the master's one wait,
+  `check_memory()` runs when it is due, `worker_exited()` as a worker is reaped. Nothing
+  here sleeps, forks or starts a thread.
+- Memory is sampled as PSS (psutil `memory_full_info()`, one read of
+  /proc/PID/smaps_rollup): preloaded copy-on-write pages count once, divided among their
+  sharers, where RSS would count them in every worker. A worker above --max-worker-memory
+  for OVER_LIMIT_SAMPLES samples in a row is marked `replacing`: it stops counting towards
+  the target, so the master spawns its replacement into the same slot, and retires it
+  (gracefully) only once that replacement reported ready (policy.superseded).
+- Counters of a worker that exited are folded into `totals` from its board's last state,
+  so exported counters never go backwards.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import selectors
+import time
+from typing import Any, Protocol
+
+import psutil
+
+from . import control, metrics
+from .config import Config
+from .endpoint import Endpoint
+from .log import logger
+from .policy import WorkerRecord, restart_reason
+from .scoreboard import CLASSES, EXIT_MAX_REQUESTS, Counters, Snapshot
+from .sockets import BindError, Listener, bind, local_name
+
+MIB = 1024 * 1024
+OVER_LIMIT_SAMPLES = 3  # consecutive samples above the limit before a worker is replaced
+
+
+class MasterView(Protocol):
+    """What the monitor reads from the master (master.Master)."""
+
+    config: Config
+    records: list[WorkerRecord]
+    generation: int
+    target: int
+    listeners: list[Listener]
+    state: Any  # master.State
+
+    @property
+    def sel(self) -> selectors.BaseSelector: ...
+
+
+def worker_state(record: WorkerRecord, snapshot: Snapshot) -> str:
+    if not record.ready:
+        return "booting"
+    if record.retiring:
+        return "draining"
+    return "busy" if snapshot.current else "ready"
+
+
+class Monitor:
+    def __init__(self, config: Config, now: float) -> None:
+        self.started = now
+        self.started_wall = time.time()
+        self.totals = Counters()  # folded in from workers that exited
+        self.restarts = dict.fromkeys(metrics.RESTART_REASONS, 0)
+        self.slot_restarts: dict[int, tuple[int, str]] = {}  # slot -> (count, last reason)
+        self.procs: dict[int, psutil.Process] = {}
+        self.cpu_seen: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
+        self.endpoints: list[Endpoint] = []
+        self.control_path: str | None = None
+        self.memory_limit = int(config.max_worker_memory * MIB)
+        self.memory_interval = config.memory_check_interval
+        self.next_sample = now + self.memory_interval if self.memory_limit else math.inf
+
+    # -- the services ---------------------------------------------------------------------
+
+    def open(self, master: MasterView, control_handler: control.Handler) -> None:
+        """Bind the control socket and the metrics listener. Raises BindError when one
+        that was asked for explicitly cannot be bound; a default control socket that
+        cannot be bound is only logged."""
+        config = master.config
+        sel = master.sel
+        path = control.default_path(config.control_socket, config.pidfile, os.getpid())
+        if path is not None:
+            try:
+                self.endpoints.append(control.open_endpoint(path, sel, control_handler))
+                self.control_path = path
+                logger.info("control socket at %s", path)
+            except BindError as exc:
+                if config.control_socket:
+                    raise
+                logger.warning("%s; no control socket (prefork status will not work)", exc)
+        if config.metrics_bind:
+            listener: Listener = bind(config.metrics_bind, 64, config.umask)
+            self.endpoints.append(metrics.open_endpoint(listener, sel,
+                                                        lambda: self.sample(master)))
+            logger.info("metrics at http://%s/metrics", local_name(listener.sock))
+
+    def close(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.close()
+        self.endpoints = []
+
+    def fds(self) -> list[int]:
+        return [fd for endpoint in self.endpoints for fd in endpoint.fds()]
+
+    def next_deadline(self) -> float:
+        return min([self.next_sample, *(e.next_deadline() for e in self.endpoints)])
+
+    def expire(self, now: float) -> None:
+        for endpoint in self.endpoints:
+            endpoint.expire(now)
+
+    # -- workers --------------------------------------------------------------------------
+
+    def _proc(self, pid: int) -> psutil.Process:
+        proc = self.procs.get(pid)
+        if proc is None:
+            proc = self.procs[pid] = psutil.Process(pid)
+        return proc
+
+    def worker_exited(self, record: WorkerRecord, status: int, stopping: bool) -> str | None:
+        """Fold the worker's counters into the totals, count its restart; the reason."""
+        if record.board is not None:
+            snapshot = record.board.read()  # its last writes: the mapping outlives it
+            self.totals.add(snapshot.counters)
+            if snapshot.exit_reason == EXIT_MAX_REQUESTS and not record.kill_reason:
+                record.kill_reason = "max-requests"
+            record.board.close()
+            record.board = None
+        self.procs.pop(record.pid, None)
+        self.cpu_seen.pop(record.pid, None)
+        reason = restart_reason(record, status, stopping)
+        if reason is not None:
+            self.restarts[reason] += 1
+            count, _ = self.slot_restarts.get(record.slot, (0, ""))
+            self.slot_restarts[record.slot] = (count + 1, reason)
+        return reason
+
+    def check_memory(self, records: list[WorkerRecord], now: float, active: bool) -> None:
+        """When a sample is due: PSS of every serving worker; mark persistent offenders
+        `replacing` (the master spawns their replacement). `active`: the master is
+        RUNNING (no recycling while booting, reloading or stopping)."""
+        if now < self.next_sample:
+            return
+        self.next_sample = now + self.memory_interval
+        if not active:
+            return
+        for r in records:
+            if not r.ready or r.retiring or r.replacing or r.gone:
+                continue
+            try:
+                pss = self._proc(r.pid).memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # exiting, or not ours to read: the next sample tries again
+            r.over_limit = r.over_limit + 1 if pss > self.memory_limit else 0
+            logger.debug("memory sample slot=%d pid=%d pss=%.1fMiB over_limit=%d", r.slot,
+                         r.pid, pss / MIB, r.over_limit)
+            if r.over_limit >= OVER_LIMIT_SAMPLES:
+                r.replacing = True
+                logger.warning("worker slot=%d pid=%d PSS %.1f MiB above "
+                               "--max-worker-memory %.0f MiB for %d samples; starting its "
+                               "replacement", r.slot, r.pid, pss / MIB,
+                               self.memory_limit / MIB, r.over_limit)
+
+    def current(self, record: WorkerRecord, now: float) -> str:
+        """What the worker is serving, for the hung-worker report."""
+        if record.board is None:
+            return "no scoreboard"
+        requests = record.board.read().current
+        if not requests:
+            return "not in a request"
+        return ", ".join(f"serving {c.method} {c.path} for {now - c.started:.1f} s"
+                         for c in requests)
+
+    # -- reports --------------------------------------------------------------------------
+
+    def _resources(self, pid: int, now: float) -> dict[str, Any]:
+        try:
+            proc = self._proc(pid)
+            with proc.oneshot():
+                mem = proc.memory_full_info()
+                times = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return {"rss": None, "pss": None, "uss": None, "cpu_percent": None}
+        cpu = times.user + times.system
+        seen = self.cpu_seen.get(pid)
+        if seen is not None and now - seen[0] >= 0.05:
+            percent = 100.0 * (cpu - seen[1]) / (now - seen[0])
+        else:  # first look: the average over the worker's life
+            percent = 100.0 * cpu / max(time.time() - proc.create_time(), 0.01)
+        self.cpu_seen[pid] = (now, cpu)
+        return {"rss": mem.rss, "pss": mem.pss, "uss": mem.uss,
+                "cpu_percent": round(percent, 1)}
+
+    def status(self, master: MasterView, now: float) -> dict[str, Any]:
+        """The `prefork status` document (JSON-ready)."""
+        workers = []
+        totals = Counters()
+        totals.add(self.totals)
+        for r in sorted(master.records, key=lambda r: (r.slot, r.generation, r.born)):
+            snap = r.board.read() if r.board is not None else Snapshot(Counters(), [], 0)
+            totals.add(snap.counters)
+            restarts, reason = self.slot_restarts.get(r.slot, (0, ""))
+            workers.append({
+                "slot": r.slot, "pid": r.pid, "generation": r.generation,
+                "state": worker_state(r, snap), "age": round(now - r.born, 3),
+                "requests": snap.counters.requests,
+                "current": [{"method": c.method, "path": c.path,
+                             "age": round(now - c.started, 3)} for c in snap.current],
+                "last_beat": round(now - r.last_beat, 3),
+                **self._resources(r.pid, now),
+                "restarts": restarts, "last_restart_reason": reason or None,
+                "replacing": "memory" if r.replacing else None,
+            })
+        return {
+            "ok": True,
+            "master": {
+                "pid": os.getpid(), "uptime": round(now - self.started, 3),
+                "started": self.started_wall, "state": master.state.value,
+                "generation": master.generation, "target": master.target,
+                "binds": [local_name(lst.sock) for lst in master.listeners],
+                "control_socket": self.control_path,
+                "metrics_bind": master.config.metrics_bind,
+                "max_worker_memory_mb": master.config.max_worker_memory or None,
+            },
+            "workers": workers,
+            "totals": {"requests": totals.requests,
+                       "by_status": dict(zip(CLASSES, totals.classes, strict=True)),
+                       "restarts": dict(self.restarts)},
+        }
+
+    def sample(self, master: MasterView) -> metrics.Sample:
+        """What one /metrics scrape exports."""
+        now = time.monotonic()
+        totals = Counters()
+        totals.add(self.totals)
+        states = dict.fromkeys(metrics.WORKER_STATES, 0)
+        in_flight = 0
+        memory = []
+        for r in master.records:
+            if r.board is None:
+                continue
+            snap = r.board.read()
+            totals.add(snap.counters)
+            in_flight += len(snap.current)
+            states[worker_state(r, snap)] += 1
+            try:
+                mem = self._proc(r.pid).memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            memory.append(metrics.WorkerMemory(r.slot, r.pid, mem.pss, mem.rss))
+        backlog = []
+        for lst in master.listeners:
+            queue = metrics.listen_backlog(lst.sock)
+            if queue is not None:
+                backlog.append((local_name(lst.sock), *queue))
+        return metrics.Sample(totals, in_flight, states, dict(self.restarts), memory,
+                              backlog, master.generation, master.target, now - self.started)
