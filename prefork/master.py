@@ -480,7 +480,7 @@ class Master:
     def _check_memory(self, now: float) -> None:
         """--max-worker-memory: sample when due; retire a replaced worker once its
         replacement is ready (so capacity never drops)."""
-        self.monitor.check_memory(self.records, now, self.state is State.RUNNING)
+        self.monitor.check_memory(self, now, self.state is State.RUNNING)
         for r in policy.superseded(self.records):
             logger.info("worker slot=%d pid=%d replaced (memory); retiring it", r.slot, r.pid)
             self._retire(r, now)

@@ -71,9 +71,8 @@ class Monitor:
         self.cpu_seen: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
         self.endpoints: list[Endpoint] = []
         self.control_path: str | None = None
-        self.memory_limit = int(config.max_worker_memory * MIB)
-        self.memory_interval = config.memory_check_interval
-        self.next_sample = now + self.memory_interval if self.memory_limit else math.inf
+        self.next_sample = now + config.memory_check_interval if config.max_worker_memory \
+            else math.inf
 
     # -- the services ---------------------------------------------------------------------
 
@@ -140,31 +139,39 @@ class Monitor:
             self.slot_restarts[record.slot] = (count + 1, reason)
         return reason
 
-    def check_memory(self, records: list[WorkerRecord], now: float, active: bool) -> None:
+    def check_memory(self, master: MasterView, now: float, active: bool) -> None:
         """When a sample is due: PSS of every serving worker; mark persistent offenders
         `replacing` (the master spawns their replacement). `active`: the master is
-        RUNNING (no recycling while booting, reloading or stopping)."""
+        RUNNING (no recycling while booting, reloading or stopping). The limit and the
+        interval are read from the current config, so a reload (HUP) can change them."""
+        limit = int(master.config.max_worker_memory * MIB)
+        interval = master.config.memory_check_interval
+        if not limit:
+            self.next_sample = math.inf
+            return
+        if self.next_sample == math.inf:  # just enabled by a reload
+            self.next_sample = now + interval
         if now < self.next_sample:
             return
-        self.next_sample = now + self.memory_interval
+        self.next_sample = now + interval
         if not active:
             return
-        for r in records:
+        for r in master.records:
             if not r.ready or r.retiring or r.replacing or r.gone:
                 continue
             try:
                 pss = self._proc(r.pid).memory_full_info().pss
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # exiting, or not ours to read: the next sample tries again
-            r.over_limit = r.over_limit + 1 if pss > self.memory_limit else 0
+            r.over_limit = r.over_limit + 1 if pss > limit else 0
             logger.debug("memory sample slot=%d pid=%d pss=%.1fMiB over_limit=%d", r.slot,
                          r.pid, pss / MIB, r.over_limit)
             if r.over_limit >= OVER_LIMIT_SAMPLES:
                 r.replacing = True
                 logger.warning("worker slot=%d pid=%d PSS %.1f MiB above "
                                "--max-worker-memory %.0f MiB for %d samples; starting its "
-                               "replacement", r.slot, r.pid, pss / MIB,
-                               self.memory_limit / MIB, r.over_limit)
+                               "replacement", r.slot, r.pid, pss / MIB, limit / MIB,
+                               r.over_limit)
 
     def current(self, record: WorkerRecord, now: float) -> str:
         """What the worker is serving, for the hung-worker report."""

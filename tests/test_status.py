@@ -147,3 +147,22 @@ def test_status_without_flags_finds_the_one_live_master(servers, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["master"]["pid"] == server.pid
     os.unlink(tmp_path / "prefork-999999999.ctl")
+
+
+def test_status_shows_each_request_thread(servers, tmp_path: Path) -> None:
+    path = str(tmp_path / "t.ctl")
+    server = start(servers, "--control-socket", path, "--threads", "3", workers=1)
+    held = [hold(server, tmp_path / f"held{i}") for i in range(2)]
+    try:
+        doc = control.call(path, {"verb": "status"})
+    finally:
+        for i in range(2):
+            (tmp_path / f"held{i}").unlink()
+    for conn, _ in held:
+        assert read_response(conn).startswith(b"HTTP/1.1 200 OK")
+        conn.close()
+    (worker,) = doc["workers"]
+    assert worker["state"] == "busy"
+    assert [c["path"] for c in worker["current"]] == ["/hold", "/hold"]
+    wait_for(lambda: control.call(path, {"verb": "status"})["totals"]["requests"] == 2,
+             what="both threaded requests counted")
