@@ -268,7 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
        "Peers trusted to set X-Forwarded-For / X-Forwarded-Proto (comma list, '*' for all).",
        metavar="IPS"),
     _s("control_socket", ["--control-socket"], "Observability", None, _optional_string,
-       "Unix socket (mode 0600) for `prefork status|reload|scale|stop`. Default: "
+       "Unix socket (mode 0600) for `prefork status`, `reload`, `scale N` and `stop`. Default: "
        "<pidfile>.ctl with --pid, else prefork-<master pid>.ctl in $XDG_RUNTIME_DIR or the "
        "temp directory. 'off' disables it.", metavar="PATH"),
     _s("metrics_bind", ["--metrics-bind"], "Observability", None, _optional_string,
