@@ -207,6 +207,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("graceful_timeout", ["--graceful-timeout"], "Worker processes", 30.0, _number,
        "On graceful stop or reload, workers get this long to finish in-flight requests "
        "before SIGKILL.", metavar="SECONDS"),
+    _s("drain_delay", ["--drain-delay"], "Worker processes", 0.0, _number,
+       "Lame duck: after TERM keep serving (and accepting) this many seconds before the "
+       "graceful stop begins, for load balancers that need time to notice.",
+       metavar="SECONDS"),
     _s("keepalive", ["--keep-alive"], "Worker processes", 5.0, _number,
        "Seconds an idle keep-alive connection is kept open. 0 disables keep-alive.",
        metavar="SECONDS"),
@@ -308,6 +312,13 @@ GUNICORN_ONLY = {
     "reload_extra_files": "--reload watches the Python files the app has loaded",
     "reload_engine": "--reload polls the files the app has loaded",
     "secure_scheme_headers": "X-Forwarded-Proto is read from --forwarded-allow-ips peers",
+    "pythonpath": "set PYTHONPATH in the environment, or use chdir",
+    "capture_output": "the app's stdout and stderr already go where prefork's do",
+    "sendfile": "wsgi.file_wrapper always uses sendfile(2) for regular files",
+    "reuse_port": "workers share the master's listening sockets; nothing to reuse",
+    "proxy_protocol": "prefork does not read the PROXY protocol: use X-Forwarded-For",
+    "logger_class": "use errorlog, accesslog and loglevel",
+    "syslog": "log to stderr (the journal under systemd) or to a file",
 }
 
 
