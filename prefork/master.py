@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from . import heartbeat, log, pidfile, policy, proctitle, worker
+from . import control, heartbeat, log, pidfile, policy, proctitle, worker
 from .app import load
 from .config import Config, ConfigError
 from .endpoint import Client, Endpoint
@@ -68,6 +68,7 @@ class Master:
         self.reload_deadline = 0.0
         self.reload_queued = False
         self.exit_code = ExitCode.OK
+        self.drain_until = 0.0  # --drain-delay: when the lame-duck period ends
         self.boot_message = ""
         self.listeners: list[Listener] = []
         self.app: object = None
@@ -162,6 +163,8 @@ class Master:
                                                self.backoffs)
             if self.state is State.RELOADING:
                 deadline = min(deadline, self.reload_deadline)
+            if self.drain_until and self.state is not State.STOPPING:
+                deadline = min(deadline, self.drain_until)
             if self.watchdog and self.state in (State.RUNNING, State.RELOADING):
                 deadline = min(deadline, self.watchdog.next_deadline())
             deadline = min(deadline, self.monitor.next_deadline())
@@ -182,6 +185,8 @@ class Master:
             self._reap(now)
             for sig in signals:
                 self._dispatch(TABLE[sig].action, now)
+            if self.drain_until and now >= self.drain_until:
+                self._stop(graceful=True, now=now)
             self._check_boot(now)
             self._check_reload(now)
             self._check_timeouts(now)
@@ -313,20 +318,14 @@ class Master:
         self.target = target
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A control-socket request (control.py): the same actions as the signals."""
+        """A control-socket request, validated by control.py: what its signal does."""
         now, verb = time.monotonic(), request["verb"]
         if verb == "status":
             return self.monitor.status(self, now)
-        if verb == "scale":
-            workers = request.get("workers")
-            if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-                return {"ok": False, "error": f"scale: expected workers >= 1, got {workers!r}"}
-            if self.state is State.STOPPING:
-                return {"ok": False, "error": "scale: the master is stopping"}
-            self._scale(workers, now, "scale")
-        else:
-            self._dispatch({"reload": Action.RELOAD, "stop": Action.GRACEFUL_STOP,
-                            "quick-stop": Action.QUICK_STOP}[verb], now)
+        if verb != "scale":
+            self._dispatch(control.ACTIONS[verb], now)
+        elif self.state is not State.STOPPING:
+            self._scale(request["workers"], now, "scale")
         return {"ok": True, "state": self.state.value, "generation": self.generation,
                 "target": self.target}
 
@@ -349,9 +348,23 @@ class Master:
     def _stop(self, graceful: bool, now: float) -> None:
         if self.state is State.STOPPING and graceful:
             return
+        if graceful and self.config.drain_delay and not self.drain_until:
+            # Lame duck: keep serving while load balancers notice we are going away.
+            self.drain_until = now + self.config.drain_delay
+            logger.info("graceful stop in %.1f s (--drain-delay)", self.config.drain_delay)
+            self._status("STOPPING=1")
+            self.extender.cover(self.drain_until + self.config.graceful_timeout, now,
+                                new_phase=True)
+            return
         logger.info("%s stop", "graceful" if graceful else "quick")
         self.state = State.STOPPING
         self._status("STOPPING=1")
+        for listener in self.listeners:
+            # Our copy no longer serves anyone. Once the workers have drained the accept
+            # queue and closed theirs, new clients are refused at once instead of queueing
+            # behind a socket nobody accepts on (systemd's own copy of an activated socket
+            # keeps queueing them for the next start).
+            listener.sock.close()
         if graceful:  # workers get --graceful-timeout; systemd's TimeoutStopSec may be less
             self.extender.cover(now + self.config.graceful_timeout, now, new_phase=True)
         for r in self.records:
@@ -478,11 +491,8 @@ class Master:
             self._kill(r, signal.SIGKILL)
 
     def _check_memory(self, now: float) -> None:
-        """--max-worker-memory: sample when due; retire a replaced worker once its
-        replacement is ready (so capacity never drops)."""
-        self.monitor.check_memory(self, now, self.state is State.RUNNING)
-        for r in policy.superseded(self.records):
-            logger.info("worker slot=%d pid=%d replaced (memory); retiring it", r.slot, r.pid)
+        """--max-worker-memory (monitor.py): retire the workers whose replacement is ready."""
+        for r in self.monitor.check_memory(self, now, self.state is State.RUNNING):
             self._retire(r, now)
             r.kill_reason = "memory"
 

@@ -354,10 +354,21 @@ class Worker:
             else:
                 self.sel.unregister(listener.sock)
 
-    def _stop_accepting(self) -> None:
-        """Graceful stop: close our copies of the listeners, drop idle connections."""
+    def _stop_accepting(self, handler: Handler) -> None:
+        """Graceful stop: serve what already waits in the kernel's accept queue (those
+        clients connected before the stop; gunicorn drops them, its #3397), close our copies
+        of the listeners, drop idle connections."""
         self._update_listening(time.monotonic())
         for listener in self.ctx.listeners:
+            # At most a backlog's worth: under constant load the queue may never be empty.
+            for _ in range(self.config.backlog):
+                try:
+                    sock, addr = listener.sock.accept()
+                except OSError:  # BlockingIOError: the queue is empty (or a sibling has it)
+                    break
+                conn = handler(sock, addr, time.monotonic())
+                if conn is not None:
+                    self._watch(conn)
             listener.sock.close()  # never shutdown(): the master and siblings share it
         self.ctx.listeners = []
         for conn in [c for c in self.conns if c.idle()]:
@@ -408,7 +419,7 @@ class Worker:
         while True:
             if accepting and self.stopping:
                 accepting = False
-                self._stop_accepting()
+                self._stop_accepting(handler)
             if not (accepting or self.conns or (self.threads is not None and self.threads.busy)):
                 return  # stopping, and nothing left in flight
             now = time.monotonic()

@@ -1,0 +1,58 @@
+"""Stopping without losing anyone: the accept queue is served, and the lame-duck delay."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+from tests.harness import DEADLINE
+from tests.test_master import hold, read_response
+
+
+def test_graceful_stop_serves_the_whole_accept_queue(servers, tmp_path: Path) -> None:
+    server = servers("tests.apps:app", workers=1)
+    server.wait_ready()
+    marker = tmp_path / "held"
+    busy, _ = hold(server, marker)  # the only worker is inside the app
+    queued = []
+    for i in range(20):  # these wait in the kernel's accept queue, not yet accepted
+        conn = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
+        conn.settimeout(DEADLINE)
+        conn.sendall(b"GET /pid?%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        queued.append(conn)
+    server.kill(signal.SIGTERM)
+    server.notify.wait("STOPPING=1")
+    marker.unlink()
+    assert read_response(busy).startswith(b"HTTP/1.1 200 OK")
+    for conn in queued:
+        response = read_response(conn)
+        assert response.startswith(b"HTTP/1.1 200 OK"), response
+        assert b"Connection: close" in response
+        conn.close()
+    busy.close()
+    assert server.wait_exit() == 0
+
+
+def test_drain_delay_keeps_serving_new_connections_after_term(servers) -> None:
+    server = servers("tests.apps:app", "--drain-delay", "2", workers=2)
+    server.wait_ready()
+    server.kill(signal.SIGTERM)
+    server.notify.wait("STOPPING=1")
+    stopped_at = time.monotonic()
+    server.wait_log(r"graceful stop in 2\.0 s \(--drain-delay\)")
+    # Lame duck: a brand-new connection is still accepted and answered.
+    assert server.request("/")[0] == 200
+    assert server.wait_exit() == 0
+    assert time.monotonic() - stopped_at >= 2.0 - 0.1
+    assert "graceful stop\n" in server.log() or "INFO graceful stop" in server.log()
+
+
+def test_quick_stop_during_drain_delay_does_not_wait(servers) -> None:
+    server = servers("tests.apps:app", "--drain-delay", "60", workers=1)
+    server.wait_ready()
+    server.kill(signal.SIGTERM)
+    server.notify.wait("STOPPING=1")
+    server.kill(signal.SIGINT)
+    assert server.wait_exit() == 0
