@@ -466,4 +466,7 @@ class Worker:
             self._beat(now)
             if self.reloader is not None and not self.stopping and self.reloader.changed(now):
                 self.stopping = True  # finish in-flight requests, then exit RELOAD_EXIT
-                os.write(self.wake_w, b"r")  # wake the loop now, not at the next beat
+                try:
+                    os.write(self.wake_w, b"r")  # wake the loop now, not at the next beat
+                except BlockingIOError:
+                    pass  # the pipe is full, so the loop wakes anyway
