@@ -27,10 +27,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .endpoint import Endpoint
+from .signals import Action
 from .sockets import BindError, Listener, bind
 
 MAX_REQUEST = 4096  # bytes: a control request is one short line of JSON
 VERBS = ("status", "reload", "scale", "stop", "quick-stop")
+# The verbs that are a signal's action; "scale" sets the worker count (TTIN/TTOU to N).
+ACTIONS = {"reload": Action.RELOAD, "stop": Action.GRACEFUL_STOP,
+           "quick-stop": Action.QUICK_STOP}
 OFF = "off"
 
 
@@ -96,15 +100,22 @@ def _answer(handle: Handler) -> Callable[[bytes, bool], bytes | None]:
         except ValueError as exc:
             reply: dict[str, Any] = {"ok": False, "error": f"bad request: {exc}"}
         else:
-            verb = request.get("verb")
-            if verb not in VERBS:
-                reply = {"ok": False, "error": f"unknown verb {verb!r}; "
-                                               f"expected one of {', '.join(VERBS)}"}
-            else:
-                reply = handle(request)
+            reply = _invalid(request) or handle(request)
         return json.dumps(reply).encode() + b"\n"
 
     return answer
+
+
+def _invalid(request: dict[str, Any]) -> dict[str, Any] | None:
+    verb = request.get("verb")
+    if verb not in VERBS:
+        return {"ok": False, "error": f"unknown verb {verb!r}; expected one of "
+                                      f"{', '.join(VERBS)}"}
+    workers = request.get("workers")
+    if verb == "scale" and (not isinstance(workers, int) or isinstance(workers, bool)
+                            or workers < 1):
+        return {"ok": False, "error": f"scale: expected workers >= 1, got {workers!r}"}
+    return None
 
 
 # -- the client side (prefork status, reload, scale, stop) ----------------------------

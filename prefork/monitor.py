@@ -30,7 +30,7 @@ from . import control, metrics
 from .config import Config
 from .endpoint import Endpoint
 from .log import logger
-from .policy import WorkerRecord, restart_reason
+from .policy import WorkerRecord, restart_reason, superseded
 from .scoreboard import CLASSES, EXIT_MAX_REQUESTS, Counters, Snapshot
 from .sockets import BindError, Listener, bind, local_name
 
@@ -139,24 +139,32 @@ class Monitor:
             self.slot_restarts[record.slot] = (count + 1, reason)
         return reason
 
-    def check_memory(self, master: MasterView, now: float, active: bool) -> None:
-        """When a sample is due: PSS of every serving worker; mark persistent offenders
-        `replacing` (the master spawns their replacement). `active`: the master is
-        RUNNING (no recycling while booting, reloading or stopping). The limit and the
-        interval are read from the current config, so a reload (HUP) can change them."""
+    def check_memory(self, master: MasterView, now: float, active: bool
+                     ) -> list[WorkerRecord]:
+        """Every turn: the workers being replaced whose replacement is ready, for the
+        master to retire. When a sample is due: PSS of every serving worker; mark
+        persistent offenders `replacing` (the master spawns their replacement). `active`:
+        the master is RUNNING (no sampling while booting, reloading or stopping). The limit
+        and interval are read from the current config, so a reload (HUP) can change them."""
+        done = superseded(master.records)
+        for r in done:
+            logger.info("worker slot=%d pid=%d replaced (memory); retiring it", r.slot, r.pid)
         limit = int(master.config.max_worker_memory * MIB)
         interval = master.config.memory_check_interval
         if not limit:
             self.next_sample = math.inf
-            return
+            return done
         if self.next_sample == math.inf:  # just enabled by a reload
             self.next_sample = now + interval
         if now < self.next_sample:
-            return
+            return done
         self.next_sample = now + interval
-        if not active:
-            return
-        for r in master.records:
+        if active:
+            self._sample(master.records, limit)
+        return done
+
+    def _sample(self, records: list[WorkerRecord], limit: int) -> None:
+        for r in records:
             if not r.ready or r.retiring or r.replacing or r.gone:
                 continue
             try:
