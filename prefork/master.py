@@ -519,7 +519,11 @@ class Master:
             os.close(dump_r)
             os.close(dump_w)
             board.close()
-            delay = policy.next_backoff(self.backoffs.setdefault(slot, SlotBackoff()), now)
+            backoff = self.backoffs.setdefault(slot, SlotBackoff())
+            # Unlike a crash, a failed fork is never retried at once: the limit that
+            # refused it (EAGAIN, ENOMEM) rarely lifts within the same turn.
+            delay = max(policy.next_backoff(backoff, now), policy.BACKOFF_FIRST)
+            backoff.not_before = now + delay
             logger.error("fork(): %s; retrying slot=%d in %.1f s", exc.strerror, slot, delay)
             return
         if pid == 0:

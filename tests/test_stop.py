@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import time
 from pathlib import Path
 
-from tests.harness import DEADLINE
+import pytest
+
+from tests.harness import DEADLINE, wait_for
 from tests.test_master import hold, read_response
 
 
@@ -56,3 +60,37 @@ def test_quick_stop_during_drain_delay_does_not_wait(servers) -> None:
     server.notify.wait("STOPPING=1")
     server.kill(signal.SIGINT)
     assert server.wait_exit() == 0
+
+
+def test_fork_failure_is_retried_with_backoff_and_heals(servers) -> None:
+    """fork() failing with EAGAIN (a cgroup pids.max): no busy loop, no exit, top-up later."""
+    root = Path("/sys/fs/cgroup/pids")
+    group = root / f"prefork-test-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot create a pids cgroup here ({exc.strerror}); needs cgroup v1 pids")
+    server = servers("tests.apps:app", workers=1)
+    try:
+        server.wait_ready()
+        (worker,) = server.wait_workers(1)
+        (group / "pids.max").write_text("2\n")  # the master and its one worker, no more
+        for pid in (server.pid, worker):
+            (group / "cgroup.procs").write_text(f"{pid}\n")
+        server.kill(signal.SIGTTIN)
+        server.wait_log(r"fork\(\): Resource temporarily unavailable; retrying slot=2 in ")
+        server.wait_log(r"retrying slot=2 in", count=3)  # retried, with growing delays
+        assert server.request("/")[0] == 200  # still serving with the worker it has
+        assert server.proc.poll() is None
+        (group / "pids.max").write_text("max\n")
+        server.wait_workers(2)
+        log = server.log()
+        delays = [float(x) for x in re.findall(r"retrying slot=2 in ([0-9.]+) s", log)]
+        assert delays == sorted(delays), delays  # backing off, never a hot loop
+        assert len(delays) < 30, delays
+    finally:
+        server.close()
+        for pid in (group / "cgroup.procs").read_text().split():
+            (root / "cgroup.procs").write_text(f"{pid}\n")
+        wait_for(lambda: not (group / "cgroup.procs").read_text().strip())
+        group.rmdir()
