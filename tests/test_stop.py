@@ -94,3 +94,35 @@ def test_fork_failure_is_retried_with_backoff_and_heals(servers) -> None:
             (root / "cgroup.procs").write_text(f"{pid}\n")
         wait_for(lambda: not (group / "cgroup.procs").read_text().strip())
         group.rmdir()
+
+
+def test_accept_out_of_descriptors_does_not_spin(servers) -> None:
+    """accept() failing with EMFILE: the worker pauses its accepts instead of spinning."""
+    import resource
+
+    import psutil
+
+    server = servers("tests.apps:app", workers=1)
+    server.wait_ready()
+    (pid,) = server.wait_workers(1)
+    worker = psutil.Process(pid)
+    soft, hard = worker.rlimit(resource.RLIMIT_NOFILE)
+    taken = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = min(set(range(len(taken) + 1)) - taken)
+    # A new descriptor takes the lowest free number: cap the limit right there.
+    worker.rlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    clients = [socket.create_connection(("127.0.0.1", server.port), DEADLINE) for _ in range(3)]
+    try:
+        server.wait_log(r"accept\(\): Too many open files; pausing accepts for 0\.5 s")
+        before = sum(worker.cpu_times()[:2])
+        time.sleep(1.0)  # the measurement window itself, not a synchronisation
+        spent = sum(worker.cpu_times()[:2]) - before
+        assert spent < 0.5, f"worker used {spent:.2f} s of CPU in 1 s while out of fds"
+        worker.rlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for conn in clients:  # once descriptors are back, the queued clients are served
+            conn.settimeout(DEADLINE)
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        for conn in clients:
+            conn.close()
