@@ -44,6 +44,15 @@ def value(text: str, name: str, **labels: str) -> float:
     return samples(text)[(name, tuple(sorted(labels.items())))]
 
 
+def scrape_until(port: int, name: str, expected: float, **labels: str) -> str:
+    """Scrape until `name{labels}` reaches `expected`: a worker counts a request just after
+    its response went out, so a client can read the response before it is counted."""
+    def reached() -> str | None:
+        text = scrape(port)[2]
+        return text if value(text, name, **labels) == expected else None
+    return wait_for(reached, what=f"{name}{labels} == {expected}")  # type: ignore[no-any-return]
+
+
 def start(servers, *args: str, workers: int = 2, app: str = "tests.obs_apps:app"
           ) -> tuple[Server, int]:
     port = free_port()
@@ -59,6 +68,7 @@ def test_metrics_parse_and_count_the_requests_sent(servers) -> None:
     for _ in range(3):
         assert server.request("/code/404")[0] == 404
     assert server.request("/code/503")[0] == 503
+    scrape_until(port, "prefork_request_duration_seconds_count", 9)
     status, content_type, text = scrape(port)
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     s = samples(text)
@@ -95,10 +105,10 @@ def test_busy_worker_in_flight_and_listen_backlog(servers, tmp_path: Path) -> No
     waiting = [socket.create_connection(("127.0.0.1", server.port), DEADLINE)
                for _ in range(3)]
     try:
-        text = scrape(port)[2]
+        text = scrape_until(port, "prefork_listen_backlog", 3,
+                            listener=f"127.0.0.1:{server.port}")
         assert value(text, "prefork_requests_in_flight") == 1
         assert value(text, "prefork_workers", state="busy") == 1
-        assert value(text, "prefork_listen_backlog", listener=f"127.0.0.1:{server.port}") == 3
     finally:
         marker.unlink()
         for c in waiting:
@@ -120,9 +130,8 @@ def test_counters_survive_worker_exits_and_restarts_are_counted(servers) -> None
     os.kill(second, signal.SIGKILL)
     server.wait_workers(1, exclude={first, second})
     assert server.request("/")[0] == 200
-    text = scrape(port)[2]
+    text = scrape_until(port, "prefork_requests_total", 5, status="2xx")
     assert value(text, "prefork_worker_restarts_total", reason="signal") == 1
-    assert value(text, "prefork_requests_total", status="2xx") == 5
 
 
 def test_tcp_connections_are_counted_apart(servers) -> None:
@@ -131,8 +140,7 @@ def test_tcp_connections_are_counted_apart(servers) -> None:
         with socket.create_connection(("127.0.0.1", server.port), DEADLINE) as c:
             c.sendall(b"x")
             assert c.recv(1) == b"x"
-    wait_for(lambda: value(scrape(port)[2], "prefork_requests_total", status="tcp") == 2,
-             what="two TCP connections counted")
+    scrape_until(port, "prefork_requests_total", 2, status="tcp")
 
 
 @pytest.mark.parametrize("path, function", [("/spin", "spin_forever"),

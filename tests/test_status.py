@@ -25,6 +25,9 @@ def test_status_shows_the_request_a_busy_worker_is_serving(servers, tmp_path: Pa
     server.wait_ready()
     for _ in range(3):
         assert server.request("/")[0] == 200
+    # A request is counted just after its response went out: wait until all three are.
+    wait_for(lambda: control.call(str(tmp_path / "s.ctl"), {"verb": "status"})["totals"]
+             ["requests"] == 3, what="three requests counted")
     marker = tmp_path / "held"
     conn, busy = hold(server, marker)
     try:
