@@ -147,7 +147,7 @@ def test_tcp_connections_are_counted_apart(servers) -> None:
                                             ("/c-sleep", "tests/apps.py")])
 def test_hung_worker_report_names_its_request_then_its_stacks(servers, path: str,
                                                               function: str) -> None:
-    server, port = start(servers, "--timeout", "1", app="tests.apps:app", workers=1)
+    server, port = start(servers, "--timeout", "2", app="tests.apps:app", workers=1)
     (victim,) = server.wait_workers(1)
     with socket.create_connection(("127.0.0.1", server.port), DEADLINE) as conn:
         conn.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
