@@ -167,7 +167,14 @@ class Server:
             kids = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return [p for p in kids if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = []
+        for p in kids:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                continue  # exited between the listing and the look
+        return alive
 
     def worker_pids(self) -> set[int]:
         return {p.pid for p in self.workers()}
