@@ -16,8 +16,9 @@ Rules
    first; the outcome (status and reason) therefore does not depend on how the bytes
    were split across ``feed`` calls. An incomplete line already longer than its limit
    fails at once, so a head that never ends cannot grow the buffer without bound.
-5. A complete head normally goes through one find of CRLFCRLF and one ``findall`` over
-   all header lines (``_fast_head``); whenever that pass sees anything unusual it
+5. A complete head normally takes one pass (``_head``): a find of CRLFCRLF, one match
+   of the request line and one ``findall`` over all field lines. Whenever that pass
+   sees anything unusual (a limit, a bare CR or LF, an invalid line, "_" in a name) it
    changes nothing and the per-line path decides, so both always agree (rule 4).
 6. Any violation raises ``ProtocolError(status, reason)``; the parser is then dead and
    re-raises the same error forever. The caller must answer and close (RFC 9112 §6.1,
@@ -34,15 +35,16 @@ on HTTP/1.0 too ("any request message", §3.2). Content-Length list elements are
 compared as numbers (``005, 5`` is 5) and may not be empty. Up to two CRLFs before a
 request line are skipped (§2.2) and do not start a request (``in_request`` stays False).
 
-Benchmark (CPython 3.11.7 on the 2-vCPU dev VM; a GET with 5 header fields parsed to
-Request + EndOfMessage by a reused parser):
-    python -m timeit -s "from prefork.http11 import RequestParser; p = RequestParser()" \
-      -s "r = b'GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.0\r\n'" \
-      -s "r += b'Accept: */*\r\nAccept-Encoding: gzip\r\nCookie: a=b\r\n\r\n'" \
-      "p.feed(r); p.next_event(); p.next_event()"
-    -> 9 usec per loop (~110 000 heads/s per core); a browser GET with 13 fields takes
-    15 usec. A bare ``re.fullmatch(b"host: example.com")`` takes 0.22-0.35 usec on that
-    VM, so expect these to be 2-3x faster on a current desktop CPU.
+Benchmark: CPU time per keep-alive request as the server drives it (feed, then
+next_event until NEED_DATA) on one reused parser; minimum of 20 runs of 10 000 with
+CPython 3.11.7 on the shared 2-vCPU dev VM, as ``python tests/test_http11.py`` measures:
+    wrk      GET, Host only                       40 bytes   4.0 usec (was 6.8)
+    curl     GET, Host, User-Agent, Accept        82 bytes   5.1 usec (was 8.0)
+    browser  GET, 14 fields                      532 bytes  12.4 usec (was 16.5)
+    post     POST, 5 fields, 13-byte body        152 bytes   7.9 usec (was 11.4)
+What is left is mostly CPython's fixed cost per operation: a regex call costs ~0.2 usec
+before it matches a byte, building the Request ~0.4 usec, each field ~0.5 usec (its
+share of the findall, two decodes, a tuple). Expect 2-3x less on a desktop CPU.
 """
 
 from __future__ import annotations
@@ -145,15 +147,24 @@ _V11: Final = (1, 1)
 _V10: Final = (1, 0)
 _CR: Final = 13
 _SLASH: Final = 47
+_COMMA: Final = 44
 _UNDERSCORE: Final = 95  # an int: `int in bytes` is ~10x faster than `bytes in bytes`
+
+# method, target, path, query, version, authority (absolute-form only)
+_RequestLine = tuple[str, str, str, str, tuple[int, int], str | None]
+
+# Bound methods of the hot-path patterns (one lookup less per request).
+_match_request_line: Final = _r.REQUEST_LINE_AT.match
+_field_lines: Final = _r.FIELD_LINES.findall
+_known_name: Final = _r.FIELD_NAMES.get
 
 
 class RequestParser:
     """Incremental HTTP/1.1 request parser for one connection (see module Rules)."""
 
     __slots__ = (
-        "_limits", "_buf", "_state", "_eof", "_error", "_scan", "_skipped",
-        "_reqline", "_headers", "_special", "_nfields", "_remaining", "_total", "_trailers",
+        "_limits", "_buf", "_state", "_eof", "_error", "_scan", "_skipped", "_reqline",
+        "_headers", "_nfields", "_remaining", "_total", "_trailers", "_host_ok",
     )
 
     def __init__(self, limits: Limits | None = None) -> None:
@@ -165,17 +176,18 @@ class RequestParser:
         # Length of the buffer prefix known to hold no LF (only meaningful while a
         # line-oriented state waits for more bytes): never rescan what was searched.
         self._scan = 0
+        self._skipped = 0  # CRLFs skipped before this request line (at most 2)
+        # The per-line head path keeps its progress here; the one-pass path never
+        # touches them (_reqline stays None).
+        self._reqline: _RequestLine | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._nfields = 0
         self._remaining = 0
         self._total = 0
-        self._trailers: list[tuple[str, str]] = []
-        self._reset_head()
-
-    def _reset_head(self) -> None:
-        self._skipped = 0
-        self._reqline: tuple[str, str, str, str, tuple[int, int], str | None] | None = None
-        self._headers: list[tuple[str, str]] = []
-        self._special: list[tuple[str, str]] = []  # the SPECIAL_FIELDS among _headers
-        self._nfields = 0
+        self._trailers: list[tuple[str, str]] | None = None
+        # The last Host value on this connection that passed HOST (never ""): clients
+        # repeat it on every keep-alive request, so it is validated once.
+        self._host_ok: str | None = None
 
     # -- public API --------------------------------------------------------------
 
@@ -209,8 +221,17 @@ class RequestParser:
         """
         if self._error is not None:
             raise self._error
+        # A keep-alive server makes three calls per body-less request: the Request,
+        # its EndOfMessage, then NEED_DATA. The last two need no parsing at all.
+        state = self._state
+        if state == _EOM:
+            self._state = _HEAD
+            trailers, self._trailers = self._trailers, None
+            return EndOfMessage(trailers)
+        if state == _HEAD and not self._buf and self._reqline is None:
+            return CLOSED if self._eof else NEED_DATA
         try:
-            event = self._next()
+            event = self._head() if state == _HEAD else self._next()
             if event is NEED_DATA and self._eof:
                 if self._state == _HEAD and self._reqline is None and not self._buf:
                     return CLOSED
@@ -225,16 +246,10 @@ class RequestParser:
     # -- state machine -------------------------------------------------------------
 
     def _next(self) -> Event:
+        """Body states (next_event handles _HEAD and a pending _EOM)."""
         buf = self._buf
         while True:
             state = self._state
-            if state == _HEAD:
-                return self._head()
-            if state == _EOM:
-                self._state = _HEAD
-                self._reset_head()
-                trailers, self._trailers = self._trailers, []
-                return EndOfMessage(trailers)
             if state == _BODY or state == _CHUNK_DATA:
                 if not buf:
                     return NEED_DATA
@@ -277,6 +292,7 @@ class RequestParser:
                 else:
                     self._state = _TRAILER
                     self._nfields = 0
+                    self._trailers = []
                 continue
             # _TRAILER, RFC 9112 §7.1.2: header rules, but fields the sender may not
             # put in a trailer (RFC 9110 §6.5.1) are dropped, never merged.
@@ -284,8 +300,9 @@ class RequestParser:
             if line is None:
                 return NEED_DATA
             if not line:
-                self._state = _EOM
-                continue
+                self._state = _HEAD
+                trailers, self._trailers = self._trailers, None
+                return EndOfMessage(trailers)
             self._nfields += 1
             if self._nfields > self._limits.fields:
                 raise ProtocolError(431, "too many trailer fields")
@@ -294,6 +311,7 @@ class RequestParser:
                 raise ProtocolError(400, _r.field_line_error(line, "trailer"))
             name = m.group(1).lower().decode("latin-1")
             if "_" not in name and name not in _r.FORBIDDEN_TRAILERS:
+                assert self._trailers is not None
                 self._trailers.append((name, m.group(2).decode("latin-1")))
 
     def _line(self, limit: int, status: int, what: str) -> bytes | None:
@@ -319,9 +337,14 @@ class RequestParser:
         del buf[: nl + 1]
         return line
 
+    # -- request head ----------------------------------------------------------------
+
     def _head(self) -> Event:
-        buf = self._buf
-        if self._reqline is None:
+        """A complete head in one pass (rule 5); anything else goes to _head_lines."""
+        buf = self._buf  # not empty (next_event), unless a request line is pending
+        if self._reqline is not None:
+            return self._head_lines()
+        if buf[0] == _CR:
             # RFC 9112 §2.2: ignore a few empty lines before the request-line.
             while self._skipped < 2 and buf[:2] == b"\r\n":
                 del buf[:2]
@@ -329,28 +352,60 @@ class RequestParser:
                 self._scan = 0
             if not buf:
                 return NEED_DATA
-        elif buf[:2] == b"\r\n":
+        # An LF at the scan position can at best be the second byte of the terminator.
+        end = buf.find(b"\r\n\r\n", self._scan - 1 if self._scan else 0)
+        if end < 0:
+            return self._head_lines()
+        # The request line must end at the first CRLF (no bare CR/LF in it) and every
+        # CRLF after it must start a valid field line. If not, or if a limit might be
+        # crossed, nothing has changed yet and the per-line path finds the first
+        # offending line, as it would byte by byte.
+        m = _match_request_line(buf, 0, end)
+        if m is None:
+            return self._head_lines()
+        i = m.end()
+        limits = self._limits
+        nlines = buf.count(b"\r\n", i, end)
+        if i > limits.request_line or end - i > limits.field_size or nlines > limits.fields:
+            return self._head_lines()
+        pairs = _field_lines(buf, i, end)
+        if len(pairs) != nlines:
+            return self._head_lines()
+        method, target, version = m.groups()
+        if target[0] == _SLASH and version == b"HTTP/1.1" and method != b"CONNECT":
+            # The usual origin-form line, as _request_line would take it apart.
+            text = target.decode("latin-1")
+            path, _, query = text.partition("?")
+            reqline: _RequestLine = (method.decode("latin-1"), text, path, query, _V11, None)
+        else:
+            reqline = self._request_line(method, target, version)
+        headers = []  # (a plain loop: cheaper than a comprehension's call in 3.11)
+        for name, value in pairs:
+            headers.append(
+                (_known_name(name) or name.lower().decode("latin-1"), value.decode("latin-1"))
+            )
+        del buf[: end + 4]
+        return self._finish_head(reqline, headers)
+
+    def _head_lines(self) -> Event:
+        """The per-line path: whatever part of a head the one-pass path did not take."""
+        buf = self._buf
+        if self._reqline is not None and buf[:2] == b"\r\n":
             del buf[:2]
-            return self._finish_head()
-        # Is the whole (rest of the) head buffered? An LF at the scan position can at
-        # best be the second byte of the terminator.
+            return self._finish_lines()
+        # The rest of the head is buffered: split it (cheaper than line by line).
         end = buf.find(b"\r\n\r\n", self._scan - 1 if self._scan else 0)
         if end >= 0:
-            if self._reqline is None and self._fast_head(end):
-                del buf[: end + 4]
-                self._scan = 0
-                return self._finish_head()
             head = bytes(buf[:end])
             lines = head.split(b"\r\n")
             # A bare LF would end a line earlier than the CRLF split says (rule 4):
-            # let the line-by-line path below find exactly where and why it fails.
+            # let the line-by-line loop below find exactly where and why it fails.
             if head.count(b"\n") == len(lines) - 1:
                 self._take_lines(lines)
                 del buf[: end + 4]
                 self._scan = 0
-                return self._finish_head()
-        # Slow path: validate complete lines as they arrive, enforce limits on the
-        # incomplete one.
+                return self._finish_lines()
+        # Validate complete lines as they arrive, enforce limits on the incomplete one.
         while True:
             if self._reqline is None:
                 line = self._line(self._limits.request_line, 414, "request line")
@@ -359,53 +414,28 @@ class RequestParser:
             if line is None:
                 return NEED_DATA
             if not line and self._reqline is not None:
-                return self._finish_head()
+                return self._finish_lines()
             self._take_lines([line])
-
-    def _fast_head(self, end: int) -> bool:
-        """Parse a complete head at buf[:end] in a few C-level passes.
-
-        Returns False, having changed nothing, when any line would need a closer
-        look (too long, too many, bare LF, invalid): the per-line path then finds
-        the first offending line, so both paths always agree.
-        """
-        buf = self._buf
-        limits = self._limits
-        nlines = buf.count(b"\r\n", 0, end)  # = number of header lines
-        i = buf.find(b"\r\n", 0, end) if nlines else end  # end of the request line
-        # Every line within its limit (a bare LF in the request line then fails the
-        # request-line regex, exactly as the per-line path would report it).
-        if i > limits.request_line or end - i > limits.field_size or nlines > limits.fields:
-            return False
-        pairs = _r.FIELD_LINES.findall(buf, i, end)
-        # One match per CRLF: no bare CR/LF and no invalid line after the request line.
-        if len(pairs) != nlines:
-            return False
-        self._request_line(buf, i)
-        if pairs and (buf[end - 1] in b" \t" or _r.TRAILING_OWS.search(buf, i, end)):
-            pairs = [(name, value.rstrip(b" \t")) for name, value in pairs]
-        # "_" in a name: dropped, see _take_lines.
-        headers = self._headers = [
-            (name.lower().decode("latin-1"), value.decode("latin-1"))
-            for name, value in pairs
-            if _UNDERSCORE not in name
-        ]
-        special = _r.SPECIAL_FIELDS
-        self._special = [field for field in headers if field[0] in special]
-        return True
 
     def _take_lines(self, lines: list[bytes]) -> None:
         """Validate head lines in order (the request line first if not seen yet)."""
         limits = self._limits
         start = 0
         if self._reqline is None:
-            self._request_line(lines[0], len(lines[0]))
+            line = lines[0]
+            if len(line) > limits.request_line:
+                raise ProtocolError(414, "request line too long")
+            m = _r.REQUEST_LINE.fullmatch(line)
+            if m is None:
+                raise ProtocolError(400, _r.request_line_error(line))
+            self._reqline = self._request_line(*m.groups())
+            self._headers = []
+            self._nfields = 0
             start = 1
         field_size = limits.field_size
         max_fields = limits.fields
         nfields = self._nfields
         headers = self._headers
-        special = self._special
         match = _r.FIELD_LINE.fullmatch
         for i in range(start, len(lines)):
             line = lines[i]
@@ -422,98 +452,109 @@ class RequestParser:
                 # PEP 3333 maps "_" and "-" to the same CGI name; a client could spoof
                 # a proxy-set field (X_Forwarded_For), so such fields are dropped.
                 continue
-            field = (raw_name.lower().decode("latin-1"), raw_value.decode("latin-1"))
-            if field[0] in _r.SPECIAL_FIELDS:
-                special.append(field)
-            headers.append(field)
+            headers.append((raw_name.lower().decode("latin-1"), raw_value.decode("latin-1")))
         self._nfields = nfields
 
-    def _request_line(self, data: bytes | bytearray, end: int) -> None:
-        """Parse the request line data[:end] (regex groups are bytes either way)."""
-        if end > self._limits.request_line:
-            raise ProtocolError(414, "request line too long")
-        m = _r.REQUEST_LINE.fullmatch(data, 0, end)
-        if m is None:
-            raise ProtocolError(400, _r.request_line_error(bytes(data[:end])))
-        method, target, version = m.groups()
+    @staticmethod
+    def _request_line(method: bytes, target: bytes, version: bytes) -> _RequestLine:
+        """The meaning of a request line that matched REQUEST_LINE (RFC 9112 §3)."""
         if version == b"HTTP/1.1":
             v = _V11
         elif version == b"HTTP/1.0":
             v = _V10
         else:
             raise ProtocolError(505, "HTTP version not supported")
-        authority: str | None = None
         # RFC 9112 §3.2: the four forms, each only where it is allowed.
         if target[0] == _SLASH:
             if method == b"CONNECT":
                 raise ProtocolError(400, "CONNECT requires an authority-form target")
             text = target.decode("latin-1")
             path, _, query = text.partition("?")
-        elif method == b"CONNECT":
+            return method.decode("latin-1"), text, path, query, v, None
+        if method == b"CONNECT":
             if _r.AUTHORITY_FORM.fullmatch(target) is None:
                 raise ProtocolError(400, "invalid authority-form target")
-            text, path, query = target.decode("latin-1"), "", ""
-        elif target == b"*":
+            return "CONNECT", target.decode("latin-1"), "", "", v, None
+        if target == b"*":
             if method != b"OPTIONS":
                 raise ProtocolError(400, "asterisk-form target only allowed with OPTIONS")
-            text, path, query = "*", "*", ""
-        else:
-            a = _r.ABSOLUTE_FORM.fullmatch(target)
-            # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
-            if a is None or _r.HOST.fullmatch(a.group(1)) is None:
-                raise ProtocolError(400, "invalid request-target")
-            text = target.decode("latin-1")
-            authority = a.group(1).decode("latin-1")
-            path, _, query = a.group(2).decode("latin-1").partition("?")
-            path = path or "/"
-        self._reqline = (method.decode("latin-1"), text, path, query, v, authority)
+            return "OPTIONS", "*", "*", "", v, None
+        a = _r.ABSOLUTE_FORM.fullmatch(target)
+        # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
+        if a is None or _r.HOST.fullmatch(a.group(1)) is None:
+            raise ProtocolError(400, "invalid request-target")
+        path, _, query = a.group(2).decode("latin-1").partition("?")
+        return (
+            method.decode("latin-1"), target.decode("latin-1"), path or "/", query, v,
+            a.group(1).decode("latin-1"),
+        )
 
-    def _finish_head(self) -> Request:
-        assert self._reqline is not None
-        method, target, path, query, version, authority = self._reqline
-        hosts: list[tuple[str, bytes]] = []
+    def _finish_lines(self) -> Request:
+        reqline = self._reqline
+        assert reqline is not None
+        self._reqline = None
+        return self._finish_head(reqline, self._headers)
+
+    def _finish_head(self, reqline: _RequestLine, headers: list[tuple[str, str]]) -> Request:
+        """The head is valid line by line: check the special fields, pick the framing."""
+        method, target, path, query, version, authority = reqline
+        host: str | None = None
+        hosts = 0
         cl: int | None = None
         codings: list[bytes] | None = None
         ctypes = 0
         close = keep_alive = expect = False
-        for name, text in self._special:
-            value = text.encode("latin-1")  # validated latin-1: exact round trip
-            if name == "content-length":
+        special = _r.SPECIAL_FIELDS
+        for name, text in headers:
+            if name not in special:
+                continue
+            if name == "host":
+                hosts += 1
+                host = text
+            elif name == "content-length":
                 # RFC 9112 §6.3 item 5 / RFC 9110 §8.6: 1*DIGIT, or a list of equal ones.
+                value = text.encode("latin-1")  # validated latin-1: exact round trip
                 if _r.CONTENT_LENGTH.fullmatch(value) is None:
                     raise ProtocolError(400, "invalid Content-Length")
-                for digits in _r.DIGITS.findall(value):
+                # Without a comma the value is one 1*18DIGIT, as just matched.
+                for digits in _r.DIGITS.findall(value) if _COMMA in value else (value,):
                     n = int(digits)
                     if cl is not None and n != cl:
                         raise ProtocolError(400, "conflicting Content-Length values")
                     cl = n
             elif name == "transfer-encoding":
+                value = text.encode("latin-1")
                 if _r.TOKEN_LIST.fullmatch(value) is None:
                     raise ProtocolError(400, "invalid Transfer-Encoding")
                 if codings is None:
                     codings = []
                 codings += _r.TOKEN.findall(value.lower())
-            elif name == "host":
-                hosts.append((text, value))
             elif name == "connection":
-                for token in _r.TOKEN.findall(value.lower()):
-                    if token == b"close":
-                        close = True
-                    elif token == b"keep-alive":
-                        keep_alive = True
+                value = text.encode("latin-1").lower()
+                if value == b"keep-alive":  # the usual single token: no findall
+                    keep_alive = True
+                elif value == b"close":
+                    close = True
+                else:
+                    for token in _r.TOKEN.findall(value):
+                        if token == b"close":
+                            close = True
+                        elif token == b"keep-alive":
+                            keep_alive = True
             elif name == "expect":
                 # RFC 9110 §10.1.1: the expectation is case-insensitive.
-                expect = expect or value.lower() == b"100-continue"
+                expect = expect or text.encode("latin-1").lower() == b"100-continue"
             else:
                 ctypes += 1
         # RFC 9112 §3.2: missing (1.1), repeated or invalid Host -> 400.
-        host: str | None = None
-        if len(hosts) > 1:
+        if hosts > 1:
             raise ProtocolError(400, "duplicate Host")
-        if hosts:
-            host, raw = hosts[0]
-            if (raw or authority is None) and _r.HOST.fullmatch(raw) is None:
-                raise ProtocolError(400, "invalid Host")
+        if host is not None:
+            # (A value that already passed HOST on this connection needs no second match.)
+            if host != self._host_ok and (host or authority is None):
+                if _r.HOST.fullmatch(host.encode("latin-1")) is None:
+                    raise ProtocolError(400, "invalid Host")
+                self._host_ok = host
         elif version == _V11:
             raise ProtocolError(400, "missing Host")
         if authority is not None:
@@ -538,18 +579,19 @@ class RequestParser:
         # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
         # RFC 9110 §10.1.1: a 1.0 client never waits for 100 Continue.
         v11 = version == _V11
-        keep_alive = not close and (v11 or keep_alive)
-        request = Request(
-            method, target, path, query, version, self._headers, host, cl,
-            chunked, keep_alive, expect and v11,
-        )
-        self._total = 0
         if chunked:
             self._state = _CHUNK_SIZE
+            self._total = 0
         elif cl:
             self._state = _BODY
             self._remaining = cl
         else:
             self._state = _EOM
         self._scan = 0
-        return request
+        self._skipped = 0
+        return Request(
+            method, target, path, query, version, headers, host, cl, chunked,
+            not close and (v11 or keep_alive), expect and v11,
+        )
+
+

@@ -44,6 +44,9 @@ _FVCHAR: Final = rb"[\x21-\x7e\x80-\xff]"
 REQUEST_LINE: Final = re.compile(
     rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) (HTTP/[0-9]\.[0-9])"
 )
+# The same at the start of a buffered head: it must end at the first CRLF (or at the
+# end of the head), so a bare CR or LF in it fails here too.
+REQUEST_LINE_AT: Final = re.compile(REQUEST_LINE.pattern + rb"(?=\r\n|\Z)")
 
 # RFC 9112 §5 / RFC 9110 §5.5: field-name ":" OWS field-value OWS, where field-value
 # starts and ends with a field-vchar. No whitespace before the colon (§5.1), no
@@ -57,14 +60,14 @@ FIELD_LINE: Final = re.compile(
 # The same field-line grammar for a whole header block in one findall: a match starts
 # at a CRLF and must end right before the next CRLF (or the end of the head), so it
 # covers exactly one line; the block is valid iff every CRLF starts a match. The value
-# class is flat ("OWS field-value OWS" is exactly any run of field-vchar/SP/HTAB), which
-# is much faster in sre; the caller strips trailing OWS, see TRAILING_OWS.
+# group backtracks from the end of the line to its last field-vchar, so trailing OWS is
+# left out without a second pass; once it has matched, it is atomic ("?+"), which keeps
+# a failing line linear. Names with "_" don't match here: the per-line path drops them.
+_TOKEN_NO_UNDERSCORE: Final = rb"[!#$%&'*+.^`|~0-9A-Za-z-]+"
 FIELD_LINES: Final = re.compile(
-    rb"\r\n(" + _TOKEN + rb"):[ \t]*+([\t\x20-\x7e\x80-\xff]*+)(?=\r\n|\Z)"
+    rb"\r\n(" + _TOKEN_NO_UNDERSCORE + rb"):[ \t]*+((?:[\t\x20-\x7e\x80-\xff]*" + _FVCHAR
+    + rb")?+)[ \t]*+(?=\r\n|\Z)"
 )
-# A CRLF right after SP/HTAB: some value in the block has trailing OWS. (Starting with
-# the literal CRLF lets sre skip ahead fast; a leading "[ \t]" would stop at every SP.)
-TRAILING_OWS: Final = re.compile(rb"\r\n(?<=[ \t]\r\n)")
 
 # RFC 9110 §8.6: Content-Length = 1*DIGIT; a list of identical values is tolerated.
 CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,18}(?>(?:[ \t]*,[ \t]*[0-9]{1,18})*)")
@@ -114,6 +117,25 @@ SPECIAL_FIELDS: Final = frozenset(
     ("host", "content-length", "transfer-encoding", "connection", "expect", "content-type")
 )
 
+# Field names as clients usually spell them, and in lower case, mapped to the lowercased
+# text: one dict hit instead of lower() + decode() for most fields of a request. Only a
+# shortcut for names FIELD_LINES already matched; any other name takes the long way.
+_COMMON_FIELDS: Final = (
+    "Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Connection",
+    "Content-Length", "Content-Type", "Cookie", "Referer", "Origin", "Authorization",
+    "Cache-Control", "Pragma", "Upgrade-Insecure-Requests", "If-None-Match",
+    "If-Modified-Since", "Priority", "DNT", "TE", "Upgrade", "Range", "Expect",
+    "Transfer-Encoding", "Sec-CH-UA", "Sec-CH-UA-Mobile", "Sec-CH-UA-Platform",
+    "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User",
+    "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP",
+    "X-Request-ID", "Forwarded", "Via",
+)
+FIELD_NAMES: Final = {
+    spelling.encode("ascii"): name.lower()
+    for name in _COMMON_FIELDS
+    for spelling in (name, name.lower())
+}
+
 # RFC 9110 §6.5.1: fields that must not be taken from trailers (framing, routing,
 # request modifiers, authentication, payload processing, connection control).
 FORBIDDEN_TRAILERS: Final = frozenset(
@@ -131,7 +153,7 @@ FORBIDDEN_TRAILERS: Final = frozenset(
 
 def request_line_error(line: bytes) -> str:
     """Why a request line failed REQUEST_LINE (each outcome is a 400)."""
-    if b"\n" in line:  # only reachable from the one-pass head parser
+    if b"\n" in line:  # defensive: the line splitters report a bare LF themselves
         return "bare LF in request line"
     if b"\r" in line:
         return "bare CR in request line"

@@ -200,6 +200,16 @@ valid(
     req(headers=HOST + [("x-forwarded-for", "10.0.0.1")]),
 )
 valid(
+    "header_trailing_ows_long",
+    msg(GET, H, b"X-A: v" + b" \t" * 100, b"X-B: a b" + b" " * 300),
+    req(headers=HOST + [("x-a", "v"), ("x-b", "a b")]),
+)
+valid(
+    "header_names_any_case",
+    msg(GET, b"hOsT: example.com", b"USER-AGENT: x", b"user-agent: y", b"Accept: z"),
+    req(headers=HOST + [("user-agent", "x"), ("user-agent", "y"), ("accept", "z")]),
+)
+valid(
     "header_value_with_colon",
     msg(GET, H, b"X-Time: 12:30:00"),
     req(headers=HOST + [("x-time", "12:30:00")]),
@@ -386,6 +396,17 @@ valid(
     msg(b"GET /1 HTTP/1.1", H) + msg(b"GET /2 HTTP/1.1", H),
     req("GET", "/1"),
     req("GET", "/2"),
+)
+valid(
+    # The parser validates a Host once per connection and value: each request is
+    # still checked, whatever the previous ones carried.
+    "pipelined_same_host_three_times",
+    msg(GET, H)
+    + msg(b"GET /2 HTTP/1.1", H, b"Connection: Keep-Alive")
+    + msg(b"GET /3 HTTP/1.1", b"host: example.com", b"Connection: close"),
+    req(),
+    req("GET", "/2", HOST + [("connection", "Keep-Alive")]),
+    req("GET", "/3", HOST + [("connection", "close")], keep_alive=False),
 )
 valid(
     "pipelined_three_with_bodies",
@@ -699,6 +720,9 @@ invalid("host_with_inner_space", msg(GET, b"Host: exa mple.com"), 400, why="Host
 invalid("host_empty_origin_form", msg(GET, b"Host:"), 400, why="Host")
 invalid("host_bad_port", msg(GET, b"Host: example.com:http"), 400, why="Host")
 invalid("host_absolute_form_missing", msg(b"GET http://origin.example/ HTTP/1.1"), 400, why="Host")
+invalid("host_invalid_after_valid", msg(GET, H) + msg(GET, b"Host: exa mple.com"), 400, 1, "Host")
+invalid("host_empty_after_valid", msg(GET, H) + msg(GET, b"Host:"), 400, 1, "invalid Host")
+invalid("host_missing_after_valid", msg(GET, H) + msg(GET, b"Accept: */*"), 400, 1, "missing Host")
 
 # ---------------------------------------------------------------- invalid: limits
 RL_LONG, FIELD_LONG, FIELDS_MANY, BODY_BIG = (

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from prefork import http11_rules
 from prefork.http11 import (
     CLOSED,
     NEED_DATA,
@@ -745,6 +746,106 @@ def test_slow_and_fast_head_paths_agree() -> None:
     assert small == large and isinstance(small[0], Request)
 
 
+# ------------------------------------------------------------------------------ hot path
+
+# The heads the module docstring benchmarks: what wrk, curl and a browser send, and a
+# small JSON POST. A server parses thousands of these per second on one connection.
+WRK_GET = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+CURL_GET = (
+    b"GET /a?b=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8.5.0\r\n"
+    b"Accept: */*\r\n\r\n"
+)
+BROWSER_GET = head(
+    b"GET /static/app.js?v=3 HTTP/1.1",
+    b"Host: www.example.com",
+    b"Connection: keep-alive",
+    b'sec-ch-ua: "Chromium";v="124", "Not-A.Brand";v="99"',
+    b"sec-ch-ua-mobile: ?0",
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    b" Chrome/124.0.0.0 Safari/537.36",
+    b'sec-ch-ua-platform: "Linux"',
+    b"Accept: */*",
+    b"Sec-Fetch-Site: same-origin",
+    b"Sec-Fetch-Mode: no-cors",
+    b"Sec-Fetch-Dest: script",
+    b"Referer: https://www.example.com/",
+    b"Accept-Encoding: gzip, deflate, br",
+    b"Accept-Language: en-US,en;q=0.9",
+    b"Cookie: session=abc123; theme=dark",
+)
+POST_JSON = head(
+    b"POST /api/items HTTP/1.1", b"Host: 127.0.0.1:8080", b"User-Agent: curl/8.5.0",
+    b"Accept: */*", b"Content-Type: application/json", b"Content-Length: 13",
+) + b'{"name":"x1"}'
+HOT_HEADS = {"wrk": WRK_GET, "curl": CURL_GET, "browser": BROWSER_GET, "post": POST_JSON}
+
+
+def keep_alive_round(parser: RequestParser, data: bytes) -> list[Any]:
+    """What the server does per keep-alive request: feed, then events until NEED_DATA."""
+    parser.feed(data)
+    out = []
+    while (event := parser.next_event()) is not NEED_DATA:
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("name", HOT_HEADS)
+def test_common_heads_take_the_one_pass_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = HOT_HEADS[name]
+    reference = assert_split_invariant(data)  # the per-line path decides byte by byte
+
+    def per_line_path(self: RequestParser) -> None:
+        raise AssertionError("fell back to the per-line path")
+
+    monkeypatch.setattr(RequestParser, "_head_lines", per_line_path)
+    parser = RequestParser()
+    for _ in range(3):  # the second and third time with the connection's cached Host
+        assert keep_alive_round(parser, data) == reference[:-1]
+    assert not parser.in_request and parser.buffered == 0
+
+
+def test_common_heads_parse_as_expected() -> None:
+    req = first_request(BROWSER_GET)
+    assert (req.method, req.path, req.query, req.host) == (
+        "GET", "/static/app.js", "v=3", "www.example.com",
+    )
+    assert [name for name, _ in req.headers][:4] == [
+        "host", "connection", "sec-ch-ua", "sec-ch-ua-mobile",
+    ]
+    assert req.headers[2] == ("sec-ch-ua", '"Chromium";v="124", "Not-A.Brand";v="99"')
+    assert req.keep_alive and req.content_length is None
+    result = events(POST_JSON)
+    assert result[0].content_length == 13 and result[0].headers[-2:] == [
+        ("content-type", "application/json"), ("content-length", "13"),
+    ]
+    assert result[1:] == [Data(b'{"name":"x1"}'), EndOfMessage(), CLOSED]
+
+
+def test_known_field_names_are_exactly_what_the_long_way_gives() -> None:
+    # FIELD_NAMES only replaces name.lower().decode() for names FIELD_LINES matches.
+    assert b"Host" in http11_rules.FIELD_NAMES and b"sec-ch-ua" in http11_rules.FIELD_NAMES
+    for raw, name in http11_rules.FIELD_NAMES.items():
+        assert name == raw.lower().decode("latin-1")
+        assert http11_rules.FIELD_LINES.fullmatch(b"\r\n" + raw + b": v") is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (b"X-A: a" + b" " * 8000, "a"),
+        (b"X-A: " + b"a " * 4000, "a " * 3999 + "a"),
+        (b"X-A:" + b" \t" * 4000, ""),
+        (b"X-A: " + b"a\t" * 4000, "a\t" * 3999 + "a"),
+    ],
+    ids=short_id,
+)
+def test_long_trailing_ows_is_cheap_and_stripped(field: bytes, value: str) -> None:
+    started = time.perf_counter()
+    req = first_request(get(field))
+    assert time.perf_counter() - started < 0.1
+    assert req.headers[1] == ("x-a", value)
+
+
 # ------------------------------------------------------------------------------ hostile inputs
 
 
@@ -755,6 +856,8 @@ def test_slow_and_fast_head_paths_agree() -> None:
         get(b"X: a" + b" \t" * 4000 + b"\x01"),
         get(b"X: " + b"a " * 4000 + b"\x7f"),
         get(b"X: " + b"a" * 8000 + b" \x00"),
+        get(b"X: " + b"a\t" * 4000 + b"\x01"),
+        get(b"X: a" + b" " * 8000 + b"\x00", b"Y: b"),
         post(b"Transfer-Encoding: a" + b", " * 4000 + b"!"),
         post(b"Transfer-Encoding: " + b" ," * 4000 + b"!"),
         post(b"Content-Length: 1" + b" , 1" * 2000 + b"x"),
@@ -774,3 +877,24 @@ def test_no_regex_blows_up_on_hostile_input(data: bytes) -> None:
         result = events(pieces)
         assert time.perf_counter() - started < 0.1
         assert result[-1][0] == "error"
+
+
+def bench(repeat: int = 20, number: int = 10000) -> None:
+    """CPU time per keep-alive request for HOT_HEADS (``python tests/test_http11.py``)."""
+    for name, data in HOT_HEADS.items():
+        parser = RequestParser()
+        calls = len(keep_alive_round(parser, data)) + 1  # + the final NEED_DATA
+        feed, next_event = parser.feed, parser.next_event
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.process_time()
+            for _ in range(number):
+                feed(data)
+                for _ in range(calls):
+                    next_event()
+            best = min(best, time.process_time() - started)
+        print(f"{name:8s} {len(data):4d} bytes  {best / number * 1e6:5.2f} usec per request")
+
+
+if __name__ == "__main__":
+    bench()
