@@ -123,3 +123,23 @@ def load(spec: str, chdir: str | None = None) -> Any:
         raise AppLoadError(f"app {spec!r}: {attr!r} is a {type(app).__name__}, not a WSGI "
                            f"callable; name the callable after the colon, {EXAMPLE}")
     return app
+
+
+# How every AppLoadError message above begins (the reason travels from the worker as text).
+_OWN_DIAGNOSES = ("app ", "invalid app spec ")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong loading the app, in one line: our own diagnosis (AppLoadError, which
+    already names the app and what to do), or the app's exception as `Type: message`."""
+    if isinstance(exc, AppLoadError):
+        return str(exc)
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def failure_line(spec: str, reason: str, errorlog: str) -> str:
+    """The one line the CLI prints when the app could not be loaded."""
+    if reason.startswith(_OWN_DIAGNOSES):
+        return reason  # an AppLoadError: complete as it is
+    where = "above" if errorlog == "-" else f"in {errorlog}"
+    return f"app {spec!r} failed to load: {reason} (the traceback is {where})"

@@ -154,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except BootError as exc:
         message = str(exc)
         if exc.code == ExitCode.APP_LOAD_ERROR:
-            why = _why_the_app_failed(config)
-            message = f"{why} (exit {exc.code.value})" if why else message
+            message += f" (exit {exc.code.value})"
         _fail(message, exc.code)
     sys.exit(code)
 
@@ -176,47 +175,6 @@ def _bind_hint(message: str) -> str:
         return "; that address is not on this machine: use 127.0.0.1 or 0.0.0.0"
     return ""
 
-
-def _why_the_app_failed(config: Config, deadline: float = 10.0) -> str | None:
-    """The app's import failed in a worker (exit 4) and everything has stopped. Import it
-    once more, in a child process that cannot hang this one (an app may start threads or
-    block at import), to turn the failure into one line that says what to do; the worker's
-    full traceback is already in the error log. None if that import works or takes longer
-    than `deadline`."""
-    import select
-    import signal
-
-    from .app import AppLoadError, load
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report one line, never return into the CLI
-        os.close(read_end)
-        try:
-            load(str(config.app), config.chdir)
-            line = ""
-        except AppLoadError as exc:
-            line = str(exc)
-        except BaseException as exc:  # the app's own import raised: name it, point to the log
-            where = "above" if config.errorlog == "-" else f"in {config.errorlog}"
-            line = (f"app {config.app!r} failed to load: {type(exc).__name__}: {exc} "
-                    f"(the traceback is {where})")
-        os.write(write_end, " ".join(line.split()).encode()[:4000])
-        os._exit(0)
-    os.close(write_end)
-    data = b""
-    try:
-        if select.select([read_end], [], [], deadline)[0]:
-            while chunk := os.read(read_end, 4096):
-                data += chunk
-    finally:
-        os.close(read_end)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # already gone
-        os.waitpid(pid, 0)
-    return data.decode(errors="replace") or None
 
 def _fail(message: str, code: int) -> NoReturn:
     from . import daemon

@@ -31,7 +31,7 @@ from enum import Enum
 from typing import Any
 
 from . import control, heartbeat, log, pidfile, policy, proctitle, worker
-from .app import load
+from .app import failure_line, failure_reason, load
 from .config import Config, ConfigError
 from .endpoint import Client, Endpoint
 from .errors import BootError, ExitCode
@@ -70,6 +70,7 @@ class Master:
         self.exit_code = ExitCode.OK
         self.drain_until = 0.0  # --drain-delay: when the lame-duck period ends
         self.boot_message = ""
+        self.load_error = ""  # the first worker's reason when the app would not load
         self.listeners: list[Listener] = []
         self.app: object = None
         self.sel = selectors.DefaultSelector()
@@ -131,6 +132,9 @@ class Master:
             self.wakeup.close()
             self.sel.close()
         logger.info("master exiting code=%d", self.exit_code)
+        if self.exit_code == ExitCode.APP_LOAD_ERROR and self.load_error:
+            raise BootError(failure_line(str(self.config.app), self.load_error,
+                                         self.config.errorlog), self.exit_code)
         if self.exit_code in (ExitCode.WORKER_BOOT_ERROR, ExitCode.APP_LOAD_ERROR):
             raise BootError(self.boot_message, self.exit_code)
         return self.exit_code
@@ -138,10 +142,12 @@ class Master:
     def _preload(self) -> object:
         try:
             app = load(str(self.config.app), self.config.chdir)
-        except BaseException:
+        except BaseException as exc:
             logger.error("app %s failed to load:\n%s", self.config.app,
                          traceback.format_exc().rstrip())
-            raise BootError(f"app {self.config.app} failed to load", ExitCode.APP_LOAD_ERROR)
+            raise BootError(failure_line(str(self.config.app), failure_reason(exc),
+                                         self.config.errorlog),
+                            ExitCode.APP_LOAD_ERROR) from None
         return app
 
     def _close_listeners(self) -> None:
@@ -264,6 +270,7 @@ class Master:
         if not record.ready and record.generation == 1 and self.state is State.BOOTING:
             code = os.waitstatus_to_exitcode(status)
             said = f": {record.error}" if record.error else ""
+            self.load_error = self.load_error or record.error
             self._boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
                               else ExitCode.WORKER_BOOT_ERROR, now,
                               f"worker slot={record.slot} died before it was ready ({how})"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from . import log, proctitle
-from .app import load
+from .app import failure_reason, load
 from .config import Config
 from .errors import ExitCode
 from .heartbeat import WorkerBeat
@@ -240,7 +240,7 @@ class Worker:
                 logger.error("app %s failed to load:\n%s", config.app,
                              traceback.format_exc().rstrip())
                 if self.reloader is None:
-                    self.beat.error(f"{type(exc).__name__}: {exc}")
+                    self.beat.error(failure_reason(exc))
                     return ExitCode.APP_LOAD_ERROR
                 app = self.reloader.broken_app(exc, config.protocol)  # 500 + traceback
         handler = make_handler(app)
