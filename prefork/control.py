@@ -22,6 +22,7 @@ import json
 import os
 import selectors
 import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +63,31 @@ def discover() -> list[str]:
         if pid.isdigit() and _alive(int(pid)):
             found.append(path)
     return found
+
+
+def sweep_stale() -> None:
+    """Unlink the default-named sockets of masters that died without removing theirs
+    (SIGKILL, OOM): only when that pid is gone and the socket refuses a connection."""
+    for path in glob.glob(os.path.join(runtime_dir(), "prefork-*.ctl")):
+        pid = os.path.basename(path)[len("prefork-"):-len(".ctl")]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                continue  # not a socket: not ours
+        except OSError:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.setblocking(False)
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass  # another master swept it first, or not ours to remove
+            except OSError:
+                pass  # alive but busy (EAGAIN), or not a socket: leave it
 
 
 def _alive(pid: int) -> bool:

@@ -83,6 +83,8 @@ class Monitor:
         config = master.config
         sel = master.sel
         path = control.default_path(config.control_socket, config.pidfile, os.getpid())
+        if not config.control_socket and not config.pidfile:
+            control.sweep_stale()  # the runtime dir is shared: leave it tidy
         if path is not None:
             try:
                 self.endpoints.append(control.open_endpoint(path, sel, control_handler))
@@ -93,7 +95,10 @@ class Monitor:
                     raise
                 logger.warning("%s; no control socket (prefork status will not work)", exc)
         if config.metrics_bind:
-            listener: Listener = bind(config.metrics_bind, 64, config.umask)
+            try:
+                listener: Listener = bind(config.metrics_bind, 64, config.umask)
+            except BindError as exc:
+                raise BindError(f"--metrics-bind: {exc}") from None
             self.endpoints.append(metrics.open_endpoint(listener, sel,
                                                         lambda: self.sample(master)))
             logger.info("metrics at http://%s/metrics", local_name(listener.sock))

@@ -149,6 +149,16 @@ def test_status_without_flags_finds_the_one_live_master(servers, tmp_path: Path)
     result = run_cli("status", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["master"]["pid"] == server.pid
+    # A master SIGKILLed leaves its socket behind; the next master removes it.
+    server.kill(signal.SIGKILL)
+    server.wait_exit()
+    assert (tmp_path / f"prefork-{server.pid}.ctl").exists()
+    wait_for(lambda: not server.workers(), what="the workers to follow their master")
+    second = servers("tests.apps:app", workers=1, env=env)
+    second.wait_ready()
+    assert not (tmp_path / f"prefork-{server.pid}.ctl").exists()
+    assert (tmp_path / f"prefork-{second.pid}.ctl").exists()
+    assert (tmp_path / "prefork-999999999.ctl").exists()  # not a socket: not ours to judge
     os.unlink(tmp_path / "prefork-999999999.ctl")
 
 
