@@ -68,6 +68,7 @@ class WorkerState(Protocol):
 
     def on_request(self, method: str = "", path: str = "") -> None: ...
     def on_request_end(self, status: int) -> None: ...
+    def on_rejected(self, status: int) -> None: ...
 
 
 @dataclass
@@ -154,6 +155,7 @@ class HttpConnection:
 
     def expire(self) -> None:
         if not self.lingering and self.parser.in_request:
+            self.settings.worker.on_rejected(408)
             try:
                 self.sock.send(error_response(408, "request head not received in time"))
             except OSError:
@@ -191,6 +193,7 @@ class HttpConnection:
             try:
                 event = self.parser.next_event()
             except ProtocolError as exc:
+                self.settings.worker.on_rejected(exc.status)
                 return self._fail(exc.status, exc.reason, now)
             if event is NEED_DATA:
                 if not self.parser.in_request:

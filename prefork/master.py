@@ -37,7 +37,7 @@ from .endpoint import Client, Endpoint
 from .errors import BootError, ExitCode
 from .monitor import Monitor
 from .policy import SlotBackoff, WorkerRecord
-from .scoreboard import Board
+from .scoreboard import Board, records_for
 from .signals import DUMP_SIGNAL, TABLE, Action, Wakeup
 from .sockets import BindError, Listener, bind, local_name
 from .systemd import Notifier, TimeoutExtender, Watchdog, listen_fds, status_line
@@ -513,7 +513,7 @@ class Master:
     def _spawn(self, slot: int, now: float) -> None:
         master_end, worker_end = heartbeat.pair()
         dump_r, dump_w = heartbeat.dump_pipe()
-        board = Board(max(self.config.threads, 1))
+        board = Board(records_for(self.config.threads))
         # Block signals across fork(): until the child has reset its handlers, a signal
         # sent to it would be written into *our* wakeup pipe and taken for our own.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))

@@ -100,8 +100,8 @@ def render(sample: Sample) -> str:
 
     c = sample.counters
     family("prefork_requests_total", "counter",
-           "Requests served, by status class (tcp: TCP connections; none: the client left "
-           "before a status was sent).",
+           "Requests by status class, including heads refused before the app (400, 408, "
+           "...); tcp: TCP connections; none: the client left before a status was sent.",
            [("", {"status": name}, n) for name, n in zip(CLASSES, c.classes, strict=True)])
     rows: list[tuple[str, dict[str, object], float]] = []
     running = 0

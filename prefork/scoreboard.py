@@ -23,6 +23,9 @@ Rules:
 - Why not piggy-back stats on heartbeats (as the issue first proposed): beats are
   rate-limited, and a worker stuck in a request sends none, which is exactly when the
   master needs to know what it is serving. Shared memory is readable at any time.
+- A request head the parser refuses (400, 408, 413, 414, 431, ...) never reaches the app:
+  `rejected(status)` counts it in its class, with no duration in the histogram (so the
+  histogram's count is the requests the app saw, and requests_total may be larger).
 - Cost: `Writer.start` + `Writer.end` is a handful of memoryview stores and one
   `pack_into` (measured in benchmarks/RESULTS.md, "Scoreboard and memory sampling").
 """
@@ -63,6 +66,12 @@ RECORD_WORDS = 64
 _RECORD = struct.Struct(f"=Q{_REQUEST.format[1:]}{len(CLASSES)}Q{len(BOUNDS) + 1}Qd")
 assert _SUM + 1 <= RECORD_WORDS and _RECORD.size == (_SUM + 1) * 8
 READ_RETRIES = 100
+
+
+def records_for(threads: int) -> int:
+    """Records in a worker's board: one per request thread, plus one for the main thread
+    of a threaded worker (which refuses bad request heads itself, Writer.rejected)."""
+    return threads + 1 if threads > 1 else 1
 
 
 def board_size(slots: int) -> int:
@@ -107,6 +116,15 @@ class _Record:
         self.seq += 1
         q[self.i_seq] = self.seq  # even: consistent
 
+    def rejected(self, status: int) -> None:
+        """A request refused before the app saw it: counted, no duration observed."""
+        q = self.q
+        self.seq += 1
+        q[self.i_seq] = self.seq
+        q[self.i_classes + status_class(status)] += 1
+        self.seq += 1
+        q[self.i_seq] = self.seq
+
     def end(self, status: int) -> None:
         duration = time.monotonic() - self.started if self.started else 0.0
         self.started = 0.0
@@ -134,8 +152,10 @@ class Writer:
         self._next = itertools.count()  # next() is atomic under the GIL
         self.start: Callable[[str, str], None] = self._start_threaded
         self.end: Callable[[int], None] = self._end_threaded
+        self.rejected: Callable[[int], None] = self._rejected_threaded
         if slots == 1:  # the common case pays no thread-local lookup
-            self.start, self.end = self.records[0].start, self.records[0].end
+            record = self.records[0]
+            self.start, self.end, self.rejected = record.start, record.end, record.rejected
 
     def _record(self) -> _Record | None:
         record: _Record | None = getattr(self._local, "record", None)
@@ -155,6 +175,11 @@ class Writer:
         record = self._record()
         if record is not None:
             record.end(status)
+
+    def _rejected_threaded(self, status: int) -> None:
+        record = self._record()
+        if record is not None:
+            record.rejected(status)
 
     def exit_reason(self, reason: int) -> None:
         """Tell the master why this worker is about to exit on its own."""

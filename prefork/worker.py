@@ -38,7 +38,7 @@ from .errors import ExitCode
 from .heartbeat import WorkerBeat
 from .policy import RELOAD_EXIT
 from .reloader import Reloader
-from .scoreboard import EXIT_MAX_REQUESTS, Writer, board_size
+from .scoreboard import EXIT_MAX_REQUESTS, Writer, board_size, records_for
 from .signals import DUMP_SIGNAL, reset_in_child
 from .sockets import Listener
 
@@ -166,7 +166,7 @@ class Worker:
         self.threads: RequestThreads | None = None
         self.stuck_logged = False
         self.reloader = Reloader() if self.config.reload else None  # --reload (development)
-        slots = max(self.config.threads, 1)
+        slots = records_for(self.config.threads)
         board = ctx.board if ctx.board is not None else mmap.mmap(-1, board_size(slots))
         self.board = Writer(board, slots)
 
@@ -282,6 +282,11 @@ class Worker:
         """Called by a connection as each request ends, from the thread that served it:
         the status code sent (0 if none; scoreboard.TCP for a TCP handler)."""
         self.board.end(status)
+
+    def on_rejected(self, status: int) -> None:
+        """Called by a connection that refused a request head (400, 408, 413, 414, 431...)
+        before any app saw it: counted by status class, with no duration."""
+        self.board.rejected(status)
 
     def _dispatch(self, conn: Conn, job: Callable[[], None]) -> None:
         """Main thread: take `conn` out of the selector and serve its request in the pool."""

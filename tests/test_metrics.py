@@ -97,6 +97,21 @@ def test_metrics_parse_and_count_the_requests_sent(servers) -> None:
     assert scrape(port, "/metrics/x")[0] == 404
 
 
+def test_heads_refused_before_the_app_are_counted(servers) -> None:
+    server, port = start(servers, "--header-timeout", "1", "--threads", "2", workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), DEADLINE) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(("127.0.0.1", server.port), DEADLINE) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\n")  # and nothing more: 408 after 1 s
+        conn.settimeout(DEADLINE)
+        assert conn.recv(100).startswith(b"HTTP/1.1 408 ")
+    assert server.request("/")[0] == 200
+    text = scrape_until(port, "prefork_requests_total", 1, status="2xx")
+    assert value(text, "prefork_requests_total", status="4xx") == 2
+    assert value(text, "prefork_request_duration_seconds_count") == 1  # only the app's
+
+
 def test_busy_worker_in_flight_and_listen_backlog(servers, tmp_path: Path) -> None:
     server, port = start(servers, app="tests.apps:app", workers=1)
     marker = tmp_path / "held"

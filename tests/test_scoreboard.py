@@ -49,6 +49,16 @@ def test_status_classes_and_duration_buckets() -> None:
     board.close()
 
 
+def test_rejected_heads_count_without_a_duration() -> None:
+    board = Board(scoreboard.records_for(2))  # 2 request threads + the main thread
+    writer = Writer(board.mm, scoreboard.records_for(2))
+    writer.rejected(431)
+    counters = board.read().counters
+    assert counters.classes[CLASSES.index("4xx")] == 1 and sum(counters.buckets) == 0
+    writer.close()
+    board.close()
+
+
 def test_non_ascii_path_is_kept_readable() -> None:
     board = Board(1)
     writer = Writer(board.mm, 1)
