@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from . import control, heartbeat, log, pidfile, policy, proctitle, worker
+from . import control, heartbeat, log, pidfile, policy, proctitle, upgrade, worker
 from .app import failure_line, failure_reason, load
 from .config import Config, ConfigError
 from .endpoint import Client, Endpoint
@@ -69,6 +69,8 @@ class Master:
         self.reload_queued = False
         self.exit_code = ExitCode.OK
         self.drain_until = 0.0  # --drain-delay: when the lame-duck period ends
+        self.upgrading: upgrade.Upgrade | None = None  # USR2 in progress
+        self.announce_fd = upgrade.take_ready_fd()  # we are the new master of an upgrade
         self.boot_message = ""
         self.load_error = ""  # the first worker's reason when the app would not load
         self.listeners: list[Listener] = []
@@ -89,8 +91,8 @@ class Master:
         """Serve until stopped; return the exit code. Raises BindError / BootError."""
         config = self.config
         log.setup(config.errorlog, config.loglevel, config.accesslog)
-        self.listeners = listen_fds() or [bind(a, config.backlog, config.umask)
-                                          for a in config.bind]
+        self.listeners = (listen_fds() or upgrade.inherited()
+                          or [bind(a, config.backlog, config.umask) for a in config.bind])
         proctitle.set_title("master", config.title_name)
         if config.pidfile:
             try:
@@ -103,7 +105,8 @@ class Master:
         finally:
             self._close_listeners()
             if config.pidfile:
-                pidfile.remove(config.pidfile)
+                pidfile.remove(config.pidfile)  # each only if it still holds our pid
+                pidfile.remove(config.pidfile + ".oldbin")
 
     def _run(self) -> int:
         config = self.config
@@ -185,6 +188,8 @@ class Master:
                     self._read_channel(key.data, now)
                 elif isinstance(key.data, (Endpoint, Client)):  # control socket, /metrics
                     key.data.ready(now)
+                elif isinstance(key.data, upgrade.Upgrade):
+                    self._check_upgrade(key.data, now)
                 else:
                     record = key.data[1]
                     record.dump += heartbeat.drain(record.dump_fd)
@@ -306,6 +311,8 @@ class Master:
             self._scale(self.target + 1, now, "TTIN")
         elif action is Action.DECREMENT:
             self._scale(self.target - 1, now, "TTOU")
+        elif action is Action.UPGRADE:
+            self._upgrade(now)
         elif action is Action.RELOAD:
             if self.state is State.RUNNING:
                 self._reload(now)
@@ -382,6 +389,48 @@ class Master:
                 r.kill_at = min(r.kill_at or now + QUICK_STOP_GRACE, now + QUICK_STOP_GRACE)
                 self._kill(r, signal.SIGQUIT)
 
+    # -- binary upgrade (upgrade.py) -------------------------------------------------------
+
+    def _upgrade(self, now: float) -> None:
+        if self.state is not State.RUNNING or self.upgrading is not None:
+            logger.warning("USR2 ignored: the master is %s", "upgrading" if self.upgrading
+                           else self.state.value)
+            return
+        env = {}
+        if self.notifier.address:
+            address = self.notifier.address
+            env["NOTIFY_SOCKET"] = "@" + address[1:] if address.startswith("\0") else address
+        if self.watchdog:
+            env["WATCHDOG_USEC"] = str(int(self.watchdog.interval * 2_000_000))
+        try:
+            self.upgrading = upgrade.start(self.listeners, self.config.pidfile, env)
+        except OSError as exc:
+            logger.error("upgrade: fork(): %s; still serving", exc.strerror)
+            return
+        self.sel.register(self.upgrading.ready_fd, selectors.EVENT_READ, self.upgrading)
+        logger.info("upgrade: started a new master pid=%d", self.upgrading.pid)
+
+    def _check_upgrade(self, upgrading: upgrade.Upgrade, now: float) -> None:
+        ready = upgrade.read(upgrading)
+        if ready is None:
+            return
+        self.sel.unregister(upgrading.ready_fd)
+        upgrade.finish(upgrading, ready)
+        self.upgrading = None
+        if not ready:
+            logger.error("upgrade failed: the new master pid=%d exited before it was ready "
+                         "(its log says why); still serving", upgrading.pid)
+            self.last_error = "upgrade failed: the new master did not boot"
+            self._status()
+            return
+        logger.info("upgrade: new master pid=%d is ready; this one drains and exits",
+                    upgrading.pid)
+        # systemd: only the current main process may name its successor (NotifyAccess=main).
+        self.notifier.main_pid(upgrading.pid)
+        for listener in self.listeners:
+            listener.unix_path = None  # the new master owns the socket files now
+        self._stop(graceful=True, now=now)
+
     # -- boot and reload ------------------------------------------------------------------
 
     def _check_boot(self, now: float) -> None:
@@ -391,6 +440,9 @@ class Master:
                 self.state = State.RUNNING
                 logger.info("all %d workers ready", len(workers))
                 self._status("READY=1")
+                if self.announce_fd is not None:  # an old master started us (USR2)
+                    upgrade.announce_ready(self.announce_fd)
+                    self.announce_fd = None
                 self._run_queued_reload(now)
 
     def _boot_failed(self, code: ExitCode, now: float, why: str) -> None:
@@ -560,6 +612,10 @@ class Master:
     def _owned_fds(self) -> list[int]:
         """Every fd the master holds for itself, which a new worker must close."""
         fds = [self.sel.fileno(), *self.wakeup.fds(), *self.monitor.fds()]
+        if self.announce_fd is not None:
+            fds.append(self.announce_fd)
+        if self.upgrading is not None:
+            fds.append(self.upgrading.ready_fd)
         for r in self.records:
             if not r.gone:
                 fds.append(r.channel.fileno())

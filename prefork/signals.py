@@ -26,6 +26,7 @@ class Action(enum.Enum):
     DECREMENT = "decrement"
     REOPEN_LOGS = "reopen_logs"
     REAP = "reap"
+    UPGRADE = "upgrade"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ TABLE: dict[signal.Signals, Entry] = {
     signal.SIGTTIN: Entry(Action.INCREMENT, "one worker more"),
     signal.SIGTTOU: Entry(Action.DECREMENT, "one worker fewer (never below 1; the oldest retires)"),
     signal.SIGUSR1: Entry(Action.REOPEN_LOGS, "reopen log files (master and workers)"),
+    signal.SIGUSR2: Entry(Action.UPGRADE,
+                          "binary upgrade: start a new master from the code on disk with the "
+                          "same listeners; once its workers are ready this one drains and exits"),
     signal.SIGCHLD: Entry(Action.REAP, "a child exited: reap it (internal)"),
 }
 
