@@ -29,7 +29,7 @@ from typing import Any
 
 from .endpoint import Endpoint
 from .signals import Action
-from .sockets import BindError, Listener, bind
+from .sockets import BindError
 
 MAX_REQUEST = 4096  # bytes: a control request is one short line of JSON
 VERBS = ("status", "reload", "scale", "stop", "quick-stop")
@@ -107,11 +107,10 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 def open_endpoint(path: str, sel: selectors.BaseSelector, handle: Handler) -> Endpoint:
     """Bind the control socket (mode 0600) and serve it from `sel`. Raises BindError."""
-    if len(os.fsencode(path)) >= 108:  # sun_path, unix(7)
-        raise BindError(f"control socket {path}: path longer than 107 bytes")
-    listener: Listener = bind(f"unix:{path}", 16, 0o177)  # 0o777 & ~0o177 = 0600
-    os.chmod(path, 0o600)  # whatever the umask did, say it explicitly
-    return Endpoint(listener, sel, _answer(handle), MAX_REQUEST, "control socket")
+    if len(os.fsencode(path)) >= 100:  # sun_path is 108 bytes, unix(7); room for ".PID"
+        raise BindError(f"control socket {path}: path longer than 99 bytes")
+    return Endpoint(f"unix:{path}", 0o600, sel, _answer(handle), MAX_REQUEST,
+                    "control socket")
 
 
 def _answer(handle: Handler) -> Callable[[bytes, bool], bytes | None]:

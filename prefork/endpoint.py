@@ -10,17 +10,26 @@ Rules:
 - One request and one response per connection, then close: no keep-alive, no state.
 - `answer(data, eof)` is the service: it returns the whole response as bytes once the
   request in `data` is complete, or None to wait for more bytes.
+- Two masters may run at once (USR2 upgrade: the old one serves until the new one is
+  ready), so `bind_service()` never fails because the other one holds the address: a TCP
+  address is bound with SO_REUSEPORT (both answer until the old one closes); a unix path
+  held by a live listener is bound under a temporary name, and `settle()` renames it over
+  the path once this master runs (rename(2) is atomic for clients; a new master that
+  fails to boot never took the path). A master unlinks its unix path on exit only if the
+  file is still its own (same inode), never its successor's.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import selectors
 import socket
+import stat
 from collections.abc import Callable
 
 from .log import logger
-from .sockets import Listener
+from .sockets import BindError, Listener, parse_tcp
 
 DEADLINE = 5.0  # seconds from accept to the end of the response
 MAX_CLIENTS = 32  # connections served at once per endpoint; more are closed at accept
@@ -29,11 +38,75 @@ RECV_SIZE = 16384
 Answer = Callable[[bytes, bool], "bytes | None"]
 
 
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+def _bind_unix(path: str, mode: int) -> tuple[socket.socket, str | None]:
+    """(socket, temporary path or None); see the module Rules."""
+    where, tmp = path, None
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise BindError(f"bind(unix:{path}): exists and is not a socket")
+    except FileNotFoundError:
+        pass
+    else:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except OSError:  # refused: a stale file nobody listens on
+                os.unlink(path)
+            else:  # a live master holds it: ours goes beside it until we run
+                where = tmp = f"{path}.{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(where)
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"bind(unix:{path}): {_reason(exc)}") from None
+    finally:
+        os.umask(old)
+    os.chmod(where, mode)  # whatever the umask did, say it explicitly
+    return sock, tmp
+
+
+def _bind_tcp(address: str) -> socket.socket:
+    try:
+        host, port = parse_tcp(address)
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (ValueError, socket.gaierror) as exc:
+        raise BindError(f"bind({address}): {exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"bind({address}): {_reason(exc)}") from None
+    return sock
+
+
 class Endpoint:
     """A listening socket in the master's selector and the connections it accepted."""
 
-    def __init__(self, listener: Listener, sel: selectors.BaseSelector, answer: Answer,
+    def __init__(self, address: str, mode: int, sel: selectors.BaseSelector, answer: Answer,
                  max_request: int, name: str) -> None:
+        """Bind `address` (HOST:PORT, or unix:PATH created with permissions `mode`).
+        Raises BindError."""
+        self.path: str | None = None
+        self.tmp_path: str | None = None
+        if address.startswith("unix:"):
+            self.path = address[len("unix:"):]
+            sock, self.tmp_path = _bind_unix(self.path, mode)
+            self.inode = os.stat(self.tmp_path or self.path).st_ino
+        else:
+            sock = _bind_tcp(address)
+        listener = Listener(sock, address)
         self.listener = listener
         self.sel = sel
         self.answer = answer
@@ -58,6 +131,13 @@ class Endpoint:
                 continue
             self.clients.add(Client(self, sock, now))
 
+    def settle(self) -> None:
+        """This master runs: take over a unix path a previous master held (module Rules)."""
+        if self.tmp_path is not None and self.path is not None:
+            os.replace(self.tmp_path, self.path)
+            self.tmp_path = None
+            logger.info("%s: took over %s", self.name, self.path)
+
     def next_deadline(self) -> float:
         return min((c.deadline for c in self.clients), default=math.inf)
 
@@ -74,6 +154,13 @@ class Endpoint:
             client.close()
         self.sel.unregister(self.listener.sock)
         self.listener.close()
+        path = self.tmp_path or self.path
+        if path is not None:
+            try:
+                if os.stat(path).st_ino == self.inode:  # still ours, not a successor's
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 class Client:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from .endpoint import Endpoint
 from .http11 import NEED_DATA, ProtocolError, Request, RequestParser
 from .scoreboard import BOUNDS, CLASSES, Counters
-from .sockets import Listener
 
 MAX_REQUEST = 16384
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -167,6 +166,7 @@ def _answer(collect: Callable[[], Sample]) -> Callable[[bytes, bool], bytes | No
     return answer
 
 
-def open_endpoint(listener: Listener, sel: selectors.BaseSelector,
+def open_endpoint(address: str, umask: int, sel: selectors.BaseSelector,
                   collect: Callable[[], Sample]) -> Endpoint:
-    return Endpoint(listener, sel, _answer(collect), MAX_REQUEST, "metrics")
+    """Bind --metrics-bind (a unix socket gets the server's umask). Raises BindError."""
+    return Endpoint(address, 0o666 & ~umask, sel, _answer(collect), MAX_REQUEST, "metrics")

@@ -32,7 +32,7 @@ from .endpoint import Endpoint
 from .log import logger
 from .policy import WorkerRecord, restart_reason, superseded
 from .scoreboard import CLASSES, EXIT_MAX_REQUESTS, Counters, Snapshot
-from .sockets import BindError, Listener, bind, local_name
+from .sockets import BindError, Listener, local_name
 
 MIB = 1024 * 1024
 OVER_LIMIT_SAMPLES = 3  # consecutive samples above the limit before a worker is replaced
@@ -71,6 +71,7 @@ class Monitor:
         self.cpu_seen: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
         self.endpoints: list[Endpoint] = []
         self.control_path: str | None = None
+        self.master: MasterView | None = None  # set by open()
         self.next_sample = now + config.memory_check_interval if config.max_worker_memory \
             else math.inf
 
@@ -82,6 +83,7 @@ class Monitor:
         cannot be bound is only logged."""
         config = master.config
         sel = master.sel
+        self.master = master
         path = control.default_path(config.control_socket, config.pidfile, os.getpid())
         if not config.control_socket and not config.pidfile:
             control.sweep_stale()  # the runtime dir is shared: leave it tidy
@@ -96,12 +98,12 @@ class Monitor:
                 logger.warning("%s; no control socket (prefork status will not work)", exc)
         if config.metrics_bind:
             try:
-                listener: Listener = bind(config.metrics_bind, 64, config.umask)
+                endpoint = metrics.open_endpoint(config.metrics_bind, config.umask, sel,
+                                                 lambda: self.sample(master))
             except BindError as exc:
                 raise BindError(f"--metrics-bind: {exc}") from None
-            self.endpoints.append(metrics.open_endpoint(listener, sel,
-                                                        lambda: self.sample(master)))
-            logger.info("metrics at http://%s/metrics", local_name(listener.sock))
+            self.endpoints.append(endpoint)
+            logger.info("metrics at http://%s/metrics", local_name(endpoint.listener.sock))
 
     def close(self) -> None:
         for endpoint in self.endpoints:
@@ -115,8 +117,13 @@ class Monitor:
         return min([self.next_sample, *(e.next_deadline() for e in self.endpoints)])
 
     def expire(self, now: float) -> None:
+        """Every turn: drop clients past their deadline; once the master runs, take over
+        the socket paths a previous master (USR2) still held when we booted."""
+        running = self.master is not None and self.master.state.value == "running"
         for endpoint in self.endpoints:
             endpoint.expire(now)
+            if running:
+                endpoint.settle()
 
     # -- workers --------------------------------------------------------------------------
 

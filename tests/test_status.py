@@ -179,3 +179,32 @@ def test_status_shows_each_request_thread(servers, tmp_path: Path) -> None:
     assert [c["path"] for c in worker["current"]] == ["/hold", "/hold"]
     wait_for(lambda: control.call(path, {"verb": "status"})["totals"]["requests"] == 2,
              what="both threaded requests counted")
+
+
+def test_a_second_master_takes_over_the_control_socket_once_it_runs(servers,
+                                                                     tmp_path: Path) -> None:
+    # What a USR2 upgrade does (upgrade.py): the pidfile moves aside and a second master
+    # starts with the same settings while the first still serves.
+    from tests.test_metrics import free_port, scrape
+
+    pidfile, port = tmp_path / "p.pid", free_port()
+    path = f"{pidfile}.ctl"
+    args = ("--pid", str(pidfile), "--metrics-bind", f"127.0.0.1:{port}")
+    first = servers("tests.apps:app", *args, workers=1)
+    first.wait_ready()
+    os.replace(pidfile, f"{pidfile}.oldbin")
+    # A second master that cannot boot never takes the path (nor the metrics port).
+    broken = servers("tests.broken_app:app", *args, workers=1)
+    assert broken.wait_exit() == 4
+    assert control.call(path, {"verb": "status"})["master"]["pid"] == first.pid
+    assert not os.path.exists(f"{path}.{broken.pid}")
+    # One that boots shares the metrics port (SO_REUSEPORT) and takes the path when ready.
+    second = servers("tests.apps:app", *args, workers=1)
+    second.wait_ready()
+    second.wait_log(f"control socket: took over {path}")
+    assert control.call(path, {"verb": "status"})["master"]["pid"] == second.pid
+    first.kill(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    # The first master left the path alone: it is the second one's now.
+    assert control.call(path, {"verb": "status"})["master"]["pid"] == second.pid
+    assert scrape(port)[0] == 200
