@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -82,11 +83,15 @@ def main(argv: Sequence[str]) -> int:
         print(f"prefork {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.ERROR
     if args.command == "status":
-        print(json.dumps(reply, indent=2) if args.json else format_status(reply))
+        text = json.dumps(reply, indent=2) if args.json else format_status(reply)
     elif args.command == "scale":
-        print(f"workers={reply['target']}")
+        text = f"workers={reply['target']}"
     else:
-        print(f"{request['verb']}: {reply['state']}, generation {reply['generation']}")
+        text = f"{request['verb']}: {reply['state']}, generation {reply['generation']}"
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `prefork status | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return ExitCode.OK
 
 

@@ -89,9 +89,12 @@ class Monitor:
             control.sweep_stale()  # the runtime dir is shared: leave it tidy
         if path is not None:
             try:
-                self.endpoints.append(control.open_endpoint(path, sel, control_handler))
+                endpoint = control.open_endpoint(path, sel, control_handler)
+                self.endpoints.append(endpoint)
                 self.control_path = path
-                logger.info("control socket at %s", path)
+                logger.info("control socket at %s%s", path,
+                            " (held by a running master: taken over once we run)"
+                            if endpoint.tmp_path else "")
             except BindError as exc:
                 if config.control_socket:
                     raise
