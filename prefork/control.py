@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .endpoint import Endpoint
+from .pidfile import alive
 from .signals import Action
 from .sockets import BindError
 
@@ -60,7 +61,7 @@ def discover() -> list[str]:
     found = []
     for path in sorted(glob.glob(os.path.join(runtime_dir(), "prefork-*.ctl"))):
         pid = os.path.basename(path)[len("prefork-"):-len(".ctl")]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and alive(int(pid)):
             found.append(path)
     return found
 
@@ -70,7 +71,7 @@ def sweep_stale() -> None:
     (SIGKILL, OOM): only when that pid is gone and the socket refuses a connection."""
     for path in glob.glob(os.path.join(runtime_dir(), "prefork-*.ctl")):
         pid = os.path.basename(path)[len("prefork-"):-len(".ctl")]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or alive(int(pid)):
             continue
         try:
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -88,16 +89,6 @@ def sweep_stale() -> None:
                     pass  # another master swept it first, or not ours to remove
             except OSError:
                 pass  # alive but busy (EAGAIN), or not a socket: leave it
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's: exists
-    return True
 
 
 # -- the master side ------------------------------------------------------------------

@@ -22,7 +22,8 @@ def _read(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True if a process `pid` exists (ours or someone else's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -35,7 +36,7 @@ def _alive(pid: int) -> bool:
 def create(path: str) -> None:
     """Write our pid to `path` via a temp file + rename, so readers never see a torn file."""
     old = _read(path)
-    if old is not None and old != os.getpid() and _alive(old):
+    if old is not None and old != os.getpid() and alive(old):
         raise PidfileError(f"pidfile {path}: already names a running process (pid {old})")
     directory = os.path.dirname(os.path.abspath(path))
     try:
