@@ -30,14 +30,13 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from . import control, heartbeat, log, pidfile, policy, proctitle, upgrade, worker
+from . import control, heartbeat, log, pidfile, policy, proctitle, spawn, upgrade, worker
 from .app import failure_line, failure_reason, load
 from .config import Config, ConfigError
 from .endpoint import Client, Endpoint
 from .errors import BootError, ExitCode
 from .monitor import Monitor
 from .policy import SlotBackoff, WorkerRecord
-from .scoreboard import Board, records_for
 from .signals import DUMP_SIGNAL, TABLE, Action, Wakeup
 from .sockets import BindError, Listener, bind, local_name
 from .systemd import Notifier, TimeoutExtender, Watchdog, listen_fds, status_line
@@ -263,16 +262,16 @@ class Master:
             logger.error("stack dump of worker slot=%d pid=%d (%s):\n%s", record.slot,
                          record.pid, record.kill_reason or "requested",
                          record.dump.decode("utf-8", "replace").rstrip())
-        expected = (record.retiring or self.state is State.STOPPING
-                    or policy.planned_restart(status)  # --reload: the code changed
-                    or record.kill_reason == "max-requests")
+        verdict = policy.exit_verdict(
+            record, status, now, stopping=self.state is State.STOPPING,
+            booting=self.state is State.BOOTING,
+            reloading=self.generation if self.state is State.RELOADING else None)
+        expected = verdict is policy.Verdict.EXPECTED
         level = logger.info if expected and not record.killed else logger.warning
         level("worker exited slot=%d pid=%d generation=%d %s%s", record.slot, record.pid,
               record.generation, how,
               f" reason={record.kill_reason}" if record.kill_reason else "")
-        if expected or self.state is State.STOPPING:
-            return
-        if not record.ready and record.generation == 1 and self.state is State.BOOTING:
+        if verdict is policy.Verdict.BOOT_FAILED:
             code = os.waitstatus_to_exitcode(status)
             said = f": {record.error}" if record.error else ""
             self.load_error = self.load_error or record.error
@@ -280,16 +279,15 @@ class Master:
                               else ExitCode.WORKER_BOOT_ERROR, now,
                               f"worker slot={record.slot} died before it was ready ({how})"
                               f"{said}")
-        elif (not record.ready and self.state is State.RELOADING
-              and record.generation == self.generation):
+        elif verdict is policy.Verdict.RELOAD_FAILED:
             self._reload_failed(record.error or f"new worker died before it was ready ({how})",
                                 now)
-        elif policy.died_young(record, now) and not record.killed:
+        elif verdict is policy.Verdict.CRASHED_YOUNG:
             backoff = self.backoffs.setdefault(record.slot, SlotBackoff())
             delay = policy.next_backoff(backoff, now)
             logger.warning("slot=%d crashed young %d time(s) in a row; respawn in %.1f s",
                            record.slot, backoff.failures, delay)
-        else:
+        elif verdict is policy.Verdict.REPLACE:
             self.backoffs.pop(record.slot, None)
 
     # -- signals --------------------------------------------------------------------------
@@ -563,21 +561,11 @@ class Master:
             self._spawn(slot, now)
 
     def _spawn(self, slot: int, now: float) -> None:
-        master_end, worker_end = heartbeat.pair()
-        dump_r, dump_w = heartbeat.dump_pipe()
-        board = Board(records_for(self.config.threads))
-        # Block signals across fork(): until the child has reset its handlers, a signal
-        # sent to it would be written into *our* wakeup pipe and taken for our own.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))
         try:
-            pid = os.fork()
+            spawned = spawn.fork_worker(
+                self.config, slot, self.generation, self.listeners, self.app,
+                self._owned_fds, [r.board.mm for r in self.records if r.board is not None])
         except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            master_end.close()
-            worker_end.close()
-            os.close(dump_r)
-            os.close(dump_w)
-            board.close()
             backoff = self.backoffs.setdefault(slot, SlotBackoff())
             # Unlike a crash, a failed fork is never retried at once: the limit that
             # refused it (EAGAIN, ENOMEM) rarely lifts within the same turn.
@@ -585,26 +573,14 @@ class Master:
             backoff.not_before = now + delay
             logger.error("fork(): %s; retrying slot=%d in %.1f s", exc.strerror, slot, delay)
             return
-        if pid == 0:
-            master_end.close()
-            os.close(dump_r)
-            ctx = worker.Context(
-                config=self.config, slot=slot, generation=self.generation,
-                listeners=self.listeners, channel=worker_end, dump_fd=dump_w,
-                master_pid=os.getppid(), close_fds=self._owned_fds(), app=self.app,
-                unblock=old_mask, board=board.mm,
-                unmap=[r.board.mm for r in self.records if r.board is not None])
-            worker.run(ctx)  # never returns
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        worker_end.close()
-        os.close(dump_w)
-        record = WorkerRecord(pid=pid, slot=slot, generation=self.generation,
-                              channel=master_end, dump_fd=dump_r, born=now, last_beat=now,
-                              board=board)
+        record = WorkerRecord(pid=spawned.pid, slot=slot, generation=self.generation,
+                              channel=spawned.channel, dump_fd=spawned.dump_fd, born=now,
+                              last_beat=now, board=spawned.board)
         self.records.append(record)
-        self.sel.register(master_end, selectors.EVENT_READ, record)
-        self.sel.register(dump_r, selectors.EVENT_READ, ("dump", record))
-        logger.info("booting worker slot=%d pid=%d generation=%d", slot, pid, self.generation)
+        self.sel.register(record.channel, selectors.EVENT_READ, record)
+        self.sel.register(record.dump_fd, selectors.EVENT_READ, ("dump", record))
+        logger.info("booting worker slot=%d pid=%d generation=%d", slot, record.pid,
+                    self.generation)
         if self.state is State.BOOTING and self.config.timeout:
             # A first-generation worker is ready, or killed, --timeout after its birth.
             self.extender.cover(now + self.config.timeout + policy.DUMP_GRACE, now)

@@ -9,6 +9,7 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import socket
@@ -166,3 +167,28 @@ def nearest_deadline(records: list[WorkerRecord], now: float, timeout: float,
             deadlines.append(r.last_beat + timeout)
     deadlines.extend(b.not_before for b in backoffs.values() if b.not_before > now)
     return min(deadlines)
+
+
+class Verdict(enum.Enum):
+    """What a worker's exit means, decided by `exit_verdict`."""
+
+    EXPECTED = "expected"  # asked to go (stop, retire, reload, --reload, max-requests)
+    BOOT_FAILED = "boot failed"  # first generation, never ready: stop the server (exit 3/4)
+    RELOAD_FAILED = "reload failed"  # new generation, never ready: keep the old one
+    CRASHED_YOUNG = "crashed young"  # died soon after boot: respawn with backoff
+    REPLACE = "replace"  # anything else: respawn at once
+
+
+def exit_verdict(record: WorkerRecord, status: int, now: float, *, stopping: bool,
+                 booting: bool, reloading: int | None) -> Verdict:
+    """Classify a reaped worker. `reloading` is the generation being started, if any."""
+    if (record.retiring or stopping or planned_restart(status)
+            or record.kill_reason == "max-requests"):
+        return Verdict.EXPECTED
+    if not record.ready and record.generation == 1 and booting:
+        return Verdict.BOOT_FAILED
+    if not record.ready and reloading == record.generation:
+        return Verdict.RELOAD_FAILED
+    if died_young(record, now) and not record.killed:
+        return Verdict.CRASHED_YOUNG
+    return Verdict.REPLACE

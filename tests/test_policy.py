@@ -125,3 +125,21 @@ def test_restart_reasons(channel) -> None:
     assert policy.restart_reason(record(channel, 1, retiring=True), 0, False) is None
     assert policy.restart_reason(record(channel, 1), killed, True) is None
     assert policy.restart_reason(record(channel, 1), policy.RELOAD_EXIT << 8, False) is None
+
+
+@pytest.mark.parametrize(("kw", "state", "verdict"), [
+    ({"retiring": True}, {}, policy.Verdict.EXPECTED),
+    ({"ready": True}, {"stopping": True}, policy.Verdict.EXPECTED),
+    ({"kill_reason": "max-requests", "ready": True}, {}, policy.Verdict.EXPECTED),
+    ({}, {"booting": True}, policy.Verdict.BOOT_FAILED),
+    ({"generation": 2}, {"reloading": 2}, policy.Verdict.RELOAD_FAILED),
+    ({"generation": 1}, {"reloading": 2}, policy.Verdict.CRASHED_YOUNG),  # an old worker
+    ({"ready": True, "ready_at": 99.0}, {}, policy.Verdict.CRASHED_YOUNG),
+    ({"ready": True, "ready_at": 99.0, "killed": True}, {}, policy.Verdict.REPLACE),
+    ({"ready": True, "ready_at": 1.0}, {}, policy.Verdict.REPLACE),
+])
+def test_exit_verdict(channel, kw: dict, state: dict, verdict: policy.Verdict) -> None:
+    generation = kw.pop("generation", 1)
+    rec = record(channel, 1, generation=generation, **kw)
+    flags = {"stopping": False, "booting": False, "reloading": None, **state}
+    assert policy.exit_verdict(rec, 0, 100.0, **flags) == verdict
