@@ -481,7 +481,7 @@ class RequestParser:
             return "OPTIONS", "*", "*", "", v, None
         a = _r.ABSOLUTE_FORM.fullmatch(target)
         # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
-        if a is None or _r.HOST.fullmatch(a.group(1)) is None:
+        if a is None or not _r.valid_host(a.group(1)):
             raise ProtocolError(400, "invalid request-target")
         path, _, query = a.group(2).decode("latin-1").partition("?")
         return (
@@ -552,7 +552,7 @@ class RequestParser:
         if host is not None:
             # (A value that already passed HOST on this connection needs no second match.)
             if host != self._host_ok and (host or authority is None):
-                if _r.HOST.fullmatch(host.encode("latin-1")) is None:
+                if not _r.valid_host(host.encode("latin-1")):
                     raise ProtocolError(400, "invalid Host")
                 self._host_ok = host
         elif version == _V11:

@@ -104,13 +104,35 @@ _PCT: Final = rb"%[0-9A-Fa-f]{2}"
 _REG_NAME: Final = (
     rb"(?:" + _REG_CHAR + rb"|" + _PCT + rb")" + _REG_CHAR + rb"*(?:" + _PCT + _REG_CHAR + rb"*)*"
 )
+# The shape of an IP-literal; `valid_host()` then checks the address itself (IPv6 only:
+# RFC 3986 IPvFuture and RFC 6874 zone IDs are refused).
 _IP_LITERAL: Final = rb"\[[0-9A-Fa-f:.]+\]"
-HOST: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")(?::[0-9]{0,5})?")
+# A TCP port, 0-65535 (RFC 3986 allows an empty port after the colon).
+_PORT: Final = (rb"(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+                rb"|6553[0-5])")
+HOST: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")(?::" + _PORT + rb")?")
 # RFC 9112 §3.2.3: authority-form = uri-host ":" port (port required).
-AUTHORITY_FORM: Final = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"):[0-9]{1,5}")
+AUTHORITY_FORM: Final = re.compile(
+    rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"):(?=[0-9])" + _PORT)
 # RFC 9112 §3.2.2: absolute-form = absolute-URI; we need scheme "://" authority and
-# then either nothing, a path or a query (a fragment is not part of a target).
-ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*+://([^/?#]*+)((?:[/?][^#]*+)?)")
+# then either nothing, a path or a query (a fragment is not part of a target). Only the
+# http and https schemes (case-insensitive, RFC 3986 §3.1): a server must not let
+# `foo://evil/` name the host it serves (RFC 9110 §7.2, §4.2).
+ABSOLUTE_FORM: Final = re.compile(rb"(?i:https?)://([^/?#]*+)((?:[/?][^#]*+)?)")
+
+
+def valid_host(host: bytes) -> bool:
+    """Host syntax (HOST), and a real IPv6 address inside an IP-literal."""
+    if HOST.fullmatch(host) is None:
+        return False
+    if host.startswith(b"["):
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host[1:host.index(b"]")].decode("ascii"))
+        except ValueError:
+            return False
+    return True
 
 # Header names the head parser looks at (everything else is passed through untouched).
 SPECIAL_FIELDS: Final = frozenset(

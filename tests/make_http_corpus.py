@@ -234,6 +234,16 @@ valid(
     req("GET", "http://origin.example/", [("host", "")], path="/", query="", host="origin.example"),
 )
 valid(
+    "absolute_form_scheme_any_case",
+    msg(b"GET HTTPS://origin.example/a HTTP/1.1", H),
+    req("GET", "HTTPS://origin.example/a", path="/a", query="", host="origin.example"),
+)
+valid(
+    "host_port_65535",
+    msg(GET, b"Host: example.com:65535"),
+    req("GET", "/", [("host", "example.com:65535")], host="example.com:65535"),
+)
+valid(
     "absolute_form_no_path",
     msg(b"GET https://origin.example HTTP/1.1", H),
     req("GET", "https://origin.example", path="/", query="", host="origin.example"),
@@ -723,6 +733,11 @@ invalid("host_absolute_form_missing", msg(b"GET http://origin.example/ HTTP/1.1"
 invalid("host_invalid_after_valid", msg(GET, H) + msg(GET, b"Host: exa mple.com"), 400, 1, "Host")
 invalid("host_empty_after_valid", msg(GET, H) + msg(GET, b"Host:"), 400, 1, "invalid Host")
 invalid("host_missing_after_valid", msg(GET, H) + msg(GET, b"Accept: */*"), 400, 1, "missing Host")
+invalid("host_port_above_65535", msg(GET, b"Host: example.com:65536"), 400, why="Host")
+invalid("host_ipv6_not_an_address", msg(GET, b"Host: [:::]"), 400, why="Host")
+invalid("target_absolute_other_scheme", msg(b"GET foo://evil.example/ HTTP/1.1", H), 400,
+        why="target")
+invalid("target_absolute_bad_ipv6", msg(b"GET http://[1.2]/ HTTP/1.1", H), 400, why="target")
 
 # ---------------------------------------------------------------- invalid: limits
 RL_LONG, FIELD_LONG, FIELDS_MANY, BODY_BIG = (
