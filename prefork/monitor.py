@@ -22,9 +22,10 @@ import math
 import os
 import selectors
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psutil
+if TYPE_CHECKING:
+    import psutil  # imported where used: a master without status/metrics never needs it
 
 from . import control, metrics
 from .config import Config
@@ -131,6 +132,8 @@ class Monitor:
     # -- workers --------------------------------------------------------------------------
 
     def _proc(self, pid: int) -> psutil.Process:
+        import psutil
+
         proc = self.procs.get(pid)
         if proc is None:
             proc = self.procs[pid] = psutil.Process(pid)
@@ -179,6 +182,8 @@ class Monitor:
         return done
 
     def _sample(self, records: list[WorkerRecord], limit: int) -> None:
+        import psutil
+
         for r in records:
             if not r.ready or r.retiring or r.replacing or r.gone:
                 continue
@@ -209,6 +214,8 @@ class Monitor:
     # -- reports --------------------------------------------------------------------------
 
     def _resources(self, pid: int, now: float) -> dict[str, Any]:
+        import psutil
+
         try:
             proc = self._proc(pid)
             with proc.oneshot():
@@ -265,6 +272,8 @@ class Monitor:
 
     def sample(self, master: MasterView) -> metrics.Sample:
         """What one /metrics scrape exports."""
+        import psutil
+
         now = time.monotonic()
         totals = Counters()
         totals.add(self.totals)
