@@ -258,6 +258,17 @@ def worker(record_ready: bool = True, beat: float = 0.0, **kw: object) -> Worker
 # -- in memory -------------------------------------------------------------------------------
 
 
+def hup_serves_on(server: Server, notes: Recorder, *gets: Callable[[], tuple[int, bytes]]) -> None:
+    """HUP, wait for READY, then every socket (one `get` each) is served by the new workers."""
+    old = server.wait_workers(2)
+    mark = notes.mark()
+    server.kill(signal.SIGHUP)
+    wait_ready(server, notes, after=mark)
+    new = server.wait_workers(2, exclude=old)
+    for get in gets:
+        assert int(get()[1]) in new
+
+
 def test_watchdog_takes_its_variables_out_of_the_environment() -> None:
     environ = {"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "77", "OTHER": "x"}
     dog = systemd.Watchdog.from_environ(environ, 77, now=100.0)
@@ -581,13 +592,8 @@ def test_two_named_sockets_are_adopted_kept_across_hup_and_never_shut_down(
         for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             assert unix_get(unix_path, f"/getenv?{var}")[1] == b"<unset>", var
         # HUP: a new generation serves on the very same sockets.
-        old = server.wait_workers(2)
-        mark = notes.mark()
-        server.kill(signal.SIGHUP)
-        wait_ready(server, notes, after=mark)
-        new = server.wait_workers(2, exclude=old)
-        assert int(tcp_get(port, "/pid")[1]) in new
-        assert int(unix_get(unix_path, "/pid")[1]) in new
+        hup_serves_on(server, notes, lambda: tcp_get(port, "/pid"),
+                      lambda: unix_get(unix_path, "/pid"))
         server.kill(signal.SIGTERM)
         assert server.wait_exit() == 0
         # The manager's copies are intact: never shutdown(), the unix file never unlinked.
@@ -647,13 +653,8 @@ def test_systemd_socket_activate(start, tmp_path: Path) -> None:
     assert not never.exists()  # --bind was not used
     for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
         assert unix_get(admin_sock, f"/getenv?{var}")[1] == b"<unset>", var
-    old = server.wait_workers(2)
-    mark = notes.mark()
-    server.kill(signal.SIGHUP)
-    wait_ready(server, notes, after=mark)
-    new = server.wait_workers(2, exclude=old)
-    assert int(unix_get(http_sock, "/pid")[1]) in new
-    assert int(unix_get(admin_sock, "/pid")[1]) in new
+    hup_serves_on(server, notes, lambda: unix_get(http_sock, "/pid"),
+                  lambda: unix_get(admin_sock, "/pid"))
     server.kill(signal.SIGTERM)
     assert server.wait_exit() == 0
     assert http_sock.exists() and admin_sock.exists()  # never unlinked by prefork
