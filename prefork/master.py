@@ -230,6 +230,8 @@ class Master:
             record.gone = True
             self.sel.unregister(record.channel)
             record.channel.close()
+            if record.kill_at is None or record.kill_at > now + policy.GONE_GRACE:
+                record.kill_at = now + policy.GONE_GRACE
 
     def _reap(self, now: float) -> None:
         while True:
@@ -541,7 +543,8 @@ class Master:
             self._kill(r, DUMP_SIGNAL)
             self._kill(r, signal.SIGCONT)  # a stopped worker must run to dump its stacks
         for r in policy.kill_due(self.records, now):
-            r.kill_reason = r.kill_reason or "stop deadline passed"
+            r.kill_reason = r.kill_reason or ("still running after closing its heartbeat"
+                                              if r.gone else "stop deadline passed")
             logger.warning("killing worker slot=%d pid=%d reason=%s", r.slot, r.pid,
                            r.kill_reason)
             r.killed = True

@@ -23,6 +23,9 @@ BACKOFF_FIRST = 0.1  # seconds before respawning a slot whose worker died young 
 BACKOFF_CAP = 30.0
 YOUNG = 5.0  # a worker that dies sooner than this after boot counts as a crash loop
 DUMP_GRACE = 0.5  # seconds between the stack-dump request and SIGKILL
+# A worker closes its heartbeat only by exiting; one still running this long after the
+# EOF (an app closed the fd by mistake, or exit hangs in atexit) is killed.
+GONE_GRACE = 5.0
 # A worker's exit code for "my code changed, start me again" (--reload, reloader.py): a
 # planned restart, never counted as a crash. 75 is EX_TEMPFAIL in sysexits.h.
 RELOAD_EXIT = 75
@@ -100,8 +103,14 @@ def restart_reason(record: WorkerRecord, status: int, stopping: bool) -> str | N
 
 
 def free_slots(records: list[WorkerRecord], generation: int, target: int) -> list[int]:
-    """The slot numbers to spawn into now so that `generation` has `target` workers."""
-    taken = {r.slot for r in serving(records, generation)}
+    """The slot numbers to spawn into now so that `generation` has `target` workers.
+
+    A worker whose heartbeat hit EOF (`gone`) keeps its slot until it is reaped: its exit
+    status decides what comes next (backoff for a crash loop, exit 3/4 for a first
+    generation that cannot boot), so it must not be replaced before that is known.
+    """
+    taken = {r.slot for r in records if r.generation == generation
+             and not r.retiring and not r.replacing}
     missing = target - len(taken)
     slots: list[int] = []
     number = 1
@@ -127,7 +136,7 @@ def timed_out(records: list[WorkerRecord], now: float, timeout: float) -> list[W
 
 def kill_due(records: list[WorkerRecord], now: float) -> list[WorkerRecord]:
     return [r for r in records
-            if not r.gone and not r.killed and r.kill_at is not None and now >= r.kill_at]
+            if not r.killed and r.kill_at is not None and now >= r.kill_at]
 
 
 def next_backoff(backoff: SlotBackoff, now: float) -> float:
@@ -159,11 +168,9 @@ def nearest_deadline(records: list[WorkerRecord], now: float, timeout: float,
     """When the master next has something to check, absent any event."""
     deadlines = [now + 3600.0]
     for r in records:
-        if r.gone:
-            continue
         if r.kill_at is not None and not r.killed:
             deadlines.append(r.kill_at)
-        elif timeout and r.kill_at is None:
+        elif timeout and r.kill_at is None and not r.gone:
             deadlines.append(r.last_beat + timeout)
     deadlines.extend(b.not_before for b in backoffs.values() if b.not_before > now)
     return min(deadlines)

@@ -291,6 +291,22 @@ def test_app_import_error_exits_4_without_respawn_storm(servers) -> None:
     assert "exit 4" in server.stderr()
 
 
+def test_a_worker_that_hit_eof_keeps_its_slot_until_reaped(servers) -> None:
+    # EOF on the heartbeat a second before the exit: the slot is not refilled in between,
+    # so a first generation that cannot boot still ends the server without extra workers.
+    server = servers("tests.closes_heartbeat:app", workers=3)
+    assert server.wait_exit(timeout=DEADLINE) in (3, 4)
+    log = server.log()
+    assert "closed my heartbeat, then failed" in log
+    assert log.count("booting worker") == 3
+
+
+def test_a_worker_still_running_after_closing_its_heartbeat_is_killed(servers) -> None:
+    server = servers("tests.closes_heartbeat:app", "-e", "CLOSES_HEARTBEAT=hang", workers=1)
+    assert server.wait_exit(timeout=DEADLINE) == 3
+    assert "reason=still running after closing its heartbeat" in server.log()
+
+
 def test_missing_module_is_one_clear_line(servers) -> None:
     server = servers("tests.no_such_module:app", workers=1)
     assert server.wait_exit() == 4

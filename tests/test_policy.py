@@ -32,10 +32,19 @@ def test_free_slots_fill_the_lowest_numbers(channel) -> None:
     assert policy.free_slots(records, 2, 2) == [1, 2]  # another generation counts apart
 
 
-def test_retiring_and_gone_workers_do_not_count(channel) -> None:
-    records = [record(channel, 1, retiring=True), record(channel, 2, gone=True),
-               record(channel, 3)]
+def test_retiring_workers_do_not_count(channel) -> None:
+    records = [record(channel, 1, retiring=True), record(channel, 3)]
     assert policy.free_slots(records, 1, 3) == [1, 2]
+
+
+def test_a_gone_worker_keeps_its_slot_until_reaped(channel) -> None:
+    # EOF came before the exit status: what replaces it depends on that status.
+    records = [record(channel, 1, gone=True), record(channel, 3)]
+    assert policy.free_slots(records, 1, 3) == [2]
+    exiting = record(channel, 2, gone=True, kill_at=15.0)
+    assert policy.timed_out([exiting], now=100.0, timeout=5.0) == []  # no dump asked
+    assert policy.kill_due([exiting], now=15.0) == [exiting]  # but it must go
+    assert policy.nearest_deadline([exiting], 11.0, 30.0, {}) == 15.0
 
 
 def test_counting_not_slot_numbers_decides_after_ttou(channel) -> None:
