@@ -25,13 +25,12 @@ import os
 import selectors
 import signal
 import time
-import traceback
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from . import control, heartbeat, log, pidfile, policy, proctitle, spawn, upgrade, worker
-from .app import failure_line, failure_reason, load
+from . import control, heartbeat, log, pidfile, policy, proctitle, spawn, template, upgrade, worker
+from .app import failure_line
 from .config import Config, ConfigError
 from .endpoint import Client, Endpoint
 from .errors import BootError, ExitCode
@@ -73,7 +72,10 @@ class Master:
         self.boot_message = ""
         self.load_error = ""  # the first worker's reason when the app would not load
         self.listeners: list[Listener] = []
-        self.app: object = None
+        self.app: object = None  # only what serve() was given: --preload imports in a template
+        self.templates: list[template.Template] = []  # --preload: one per live generation
+        self.template_backoff = SlotBackoff()
+        self.subreaper = False
         self.sel = selectors.DefaultSelector()
         self.last_turn = time.monotonic()
         # Taken out of the environment before any fork: workers never speak sd_notify.
@@ -113,11 +115,6 @@ class Master:
             logger.info("listening at %s (%s)", local_name(listener.sock), listener.label)
         if self.given_app is not None:
             self.app = self.given_app  # handed over through serve(): already imported
-        elif config.preload_app:
-            if config.timeout:  # the import gets what a worker's import gets: --timeout
-                now = time.monotonic()
-                self.extender.cover(now + config.timeout, now)
-            self.app = self._preload()
         # The protocol code every worker runs, imported once here: workers start faster
         # and share these pages copy-on-write instead of each holding its own copy.
         worker.preimport(config.protocol)
@@ -141,17 +138,6 @@ class Master:
             raise BootError(self.boot_message, self.exit_code)
         return self.exit_code
 
-    def _preload(self) -> object:
-        try:
-            app = load(str(self.config.app), self.config.chdir)
-        except BaseException as exc:
-            logger.error("app %s failed to load:\n%s", self.config.app,
-                         traceback.format_exc().rstrip())
-            raise BootError(failure_line(str(self.config.app), failure_reason(exc),
-                                         self.config.errorlog),
-                            ExitCode.APP_LOAD_ERROR) from None
-        return app
-
     def _close_listeners(self) -> None:
         for listener in self.listeners:
             listener.close()
@@ -163,7 +149,7 @@ class Master:
         while True:
             now = time.monotonic()
             if self.state is State.STOPPING:
-                if not self.records:
+                if not self.records and not self.templates:
                     return
             else:
                 self._spawn_missing(now)
@@ -175,7 +161,7 @@ class Master:
                 deadline = min(deadline, self.drain_until)
             if self.watchdog and self.state in (State.RUNNING, State.RELOADING):
                 deadline = min(deadline, self.watchdog.next_deadline())
-            deadline = min(deadline, self.monitor.next_deadline())
+            deadline = min(deadline, self.monitor.next_deadline(), self._template_deadline(now))
             events = self.sel.select(max(deadline - now, 0.0))
             now = time.monotonic()
             self._check_stall(now, deadline)
@@ -189,6 +175,8 @@ class Master:
                     key.data.ready(now)
                 elif isinstance(key.data, upgrade.Upgrade):
                     self._check_upgrade(key.data, now)
+                elif isinstance(key.data, template.Template):
+                    self._read_template(key.data, now)
                 else:
                     record = key.data[1]
                     record.dump += heartbeat.drain(record.dump_fd)
@@ -200,6 +188,7 @@ class Master:
             self._check_boot(now)
             self._check_reload(now)
             self._check_timeouts(now)
+            self._check_templates(now)
             self._check_memory(now)
             self.monitor.expire(now)
             self._tend_systemd(now)
@@ -242,10 +231,14 @@ class Master:
             if pid == 0:
                 return
             record = next((r for r in self.records if r.pid == pid), None)
-            if record is None:
-                logger.debug("reaped a child we did not fork pid=%d", pid)
+            if record is not None:
+                self._on_exit(record, status, now)
                 continue
-            self._on_exit(record, status, now)
+            tpl = next((t for t in self.templates if t.pid == pid), None)
+            if tpl is not None:
+                self._on_template_exit(tpl, status, now)
+            else:
+                logger.debug("reaped a child we did not fork pid=%d", pid)
 
     def _on_exit(self, record: WorkerRecord, status: int, now: float) -> None:
         self.records.remove(record)
@@ -348,8 +341,12 @@ class Master:
             self._kill(r, sig)
 
     def _kill(self, record: WorkerRecord, sig: int) -> None:
+        self._kill_pid(record.pid, sig)
+
+    @staticmethod
+    def _kill_pid(pid: int, sig: int) -> None:
         try:
-            os.kill(record.pid, sig)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass  # already gone; the reap will tell
 
@@ -381,6 +378,8 @@ class Master:
             listener.sock.close()
         if graceful:  # workers get --graceful-timeout; systemd's TimeoutStopSec may be less
             self.extender.cover(now + self.config.graceful_timeout, now, new_phase=True)
+        for t in self.templates:  # no more forks; and its copies of the listeners go now
+            self._retire_template(t, now)
         for r in self.records:
             if graceful:
                 self._retire(r, now)
@@ -485,6 +484,9 @@ class Master:
             for r in self.records:
                 if r.generation != self.generation and not r.retiring:
                     self._retire(r, now)
+            for t in self.templates:
+                if t.generation != self.generation:
+                    self._retire_template(t, now)
             self.state = State.RUNNING
             self.last_error = ""
             logger.info("reload: generation %d ready, old workers stopping", self.generation)
@@ -499,6 +501,9 @@ class Master:
             for r in self.records:
                 if r.generation == self.generation and not r.retiring:
                     self._retire(r, now)
+            for t in self.templates:
+                if t.generation == self.generation:
+                    self._retire_template(t, now)
             self.generation = self.reload_from
             self.config = self.previous_config
             log.setup(self.config.errorlog, self.config.loglevel, self.config.accesslog)
@@ -511,6 +516,119 @@ class Master:
         if self.reload_queued and self.state is State.RUNNING:
             self.reload_queued = False
             self._reload(now)
+
+    # -- templates (--preload, template.py) ---------------------------------------------
+
+    def _template(self, generation: int) -> template.Template | None:
+        return next((t for t in self.templates if t.generation == generation
+                     and not t.retiring and not t.gone), None)
+
+    def _start_template(self, now: float) -> None:
+        if not self.subreaper:
+            if not template.become_subreaper():
+                raise BootError("--preload needs prctl(PR_SET_CHILD_SUBREAPER) (Linux 3.4+)",
+                                ExitCode.ERROR)
+            self.subreaper = True
+        try:
+            tpl = template.start(self.config, self.generation, self.listeners,
+                                 self._owned_fds,
+                                 [r.board.mm for r in self.records if r.board is not None],
+                                 now)
+        except OSError as exc:
+            delay = max(policy.next_backoff(self.template_backoff, now), policy.BACKOFF_FIRST)
+            self.template_backoff.not_before = now + delay
+            logger.error("fork(): %s; retrying the template in %.1f s", exc.strerror, delay)
+            return
+        self.templates.append(tpl)
+        self.sel.register(tpl.sock, selectors.EVENT_READ, tpl)
+        if self.config.timeout:  # its import gets what a worker's import gets: --timeout
+            tpl.kill_at = now + self.config.timeout
+            if self.state is State.BOOTING:
+                self.extender.cover(tpl.kill_at, now)
+        logger.info("booting template pid=%d generation=%d (it imports the app)", tpl.pid,
+                    tpl.generation)
+
+    def _read_template(self, tpl: template.Template, now: float) -> None:
+        messages, eof = template.read(tpl)
+        for message in messages:
+            kind, _, rest = message.partition(b" ")
+            if kind == b"ready" and not tpl.ready:
+                tpl.ready, tpl.ready_at = True, now
+                if not tpl.retiring:
+                    tpl.kill_at = None
+                logger.info("template ready pid=%d generation=%d", tpl.pid, tpl.generation)
+            elif kind == b"error":
+                tpl.error = rest.decode("utf-8", "replace")
+            else:  # a late answer to a request we gave up on
+                logger.warning("template pid=%d said %r", tpl.pid, message[:80])
+        if eof and not tpl.gone:
+            tpl.gone = True
+            self.sel.unregister(tpl.sock)
+            tpl.sock.close()
+
+    def _on_template_exit(self, tpl: template.Template, status: int, now: float) -> None:
+        self.templates.remove(tpl)
+        self._read_template(tpl, now)  # its last words (an import error) up to the EOF
+        if not tpl.gone:  # a child it forked holds its socket: stop listening anyway
+            tpl.gone = True
+            self.sel.unregister(tpl.sock)
+            tpl.sock.close()
+        how = policy.describe_status(status)
+        if tpl.retiring or self.state is State.STOPPING:
+            logger.info("template exited pid=%d generation=%d %s", tpl.pid, tpl.generation,
+                        how)
+            return
+        said = f": {tpl.error}" if tpl.error else ""
+        logger.warning("template exited pid=%d generation=%d %s%s", tpl.pid, tpl.generation,
+                       how, said)
+        if not tpl.ready and self.state is State.BOOTING and tpl.generation == 1:
+            code = os.waitstatus_to_exitcode(status)
+            self.load_error = self.load_error or tpl.error
+            self._boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
+                              else ExitCode.WORKER_BOOT_ERROR, now,
+                              f"the template died before it was ready ({how}){said}")
+        elif (not tpl.ready and self.state is State.RELOADING
+              and tpl.generation == self.generation):
+            self._reload_failed(tpl.error or f"the template died before it was ready ({how})",
+                                now)
+        elif tpl.generation == self.generation:
+            # Its workers keep serving; a new template (which imports the code on disk
+            # now) forks their replacements. Dying young again and again backs off.
+            if tpl.ready and now - tpl.ready_at >= policy.YOUNG:
+                self.template_backoff = SlotBackoff()
+            delay = policy.next_backoff(self.template_backoff, now)
+            logger.error("the template of generation %d is gone; a new one in %.1f s",
+                         tpl.generation, delay)
+
+    def _retire_template(self, tpl: template.Template, now: float) -> None:
+        """A template holds no request: SIGTERM's default action ends it at once."""
+        if not tpl.retiring:
+            tpl.retiring = True
+            tpl.kill_at = now + QUICK_STOP_GRACE
+            self._kill_pid(tpl.pid, signal.SIGTERM)
+
+    def _kill_template(self, tpl: template.Template, why: str) -> None:
+        logger.error("killing template pid=%d generation=%d: %s", tpl.pid, tpl.generation, why)
+        tpl.retiring = True  # out of service; its exit is expected now
+        tpl.kill_at = None
+        self._kill_pid(tpl.pid, signal.SIGKILL)
+
+    def _check_templates(self, now: float) -> None:
+        for tpl in self.templates:
+            if tpl.kill_at is not None and now >= tpl.kill_at:
+                tpl.kill_at = None
+                if not tpl.retiring:  # its exit is then a failed boot or reload
+                    tpl.error = tpl.error or (f"the app did not load within --timeout "
+                                              f"({self.config.timeout:g} s)")
+                logger.error("killing template pid=%d generation=%d: %s", tpl.pid,
+                             tpl.generation, "did not exit" if tpl.retiring else tpl.error)
+                self._kill_pid(tpl.pid, signal.SIGKILL)
+
+    def _template_deadline(self, now: float) -> float:
+        deadlines = [t.kill_at for t in self.templates if t.kill_at is not None]
+        if self.template_backoff.not_before > now:
+            deadlines.append(self.template_backoff.not_before)
+        return min(deadlines, default=now + 3600.0)
 
     # -- systemd --------------------------------------------------------------------------
 
@@ -557,24 +675,39 @@ class Master:
             r.kill_reason = "memory"
 
     def _spawn_missing(self, now: float) -> None:
+        tpl = None
+        if self.config.preload_app and self.given_app is None:
+            tpl = self._template(self.generation)
+            if tpl is None:
+                if now >= self.template_backoff.not_before:
+                    self._start_template(now)
+                return
+            if not tpl.ready:
+                return
         for slot in policy.free_slots(self.records, self.generation, self.target):
             backoff = self.backoffs.get(slot)
             if backoff is not None and now < backoff.not_before:
                 continue
-            self._spawn(slot, now)
+            self._spawn(slot, now, tpl)
 
-    def _spawn(self, slot: int, now: float) -> None:
+    def _spawn(self, slot: int, now: float, tpl: template.Template | None) -> None:
         try:
-            spawned = spawn.fork_worker(
-                self.config, slot, self.generation, self.listeners, self.app,
-                self._owned_fds, [r.board.mm for r in self.records if r.board is not None])
+            if tpl is not None:
+                spawned = spawn.template_worker(self.config, tpl, slot)
+            else:
+                spawned = spawn.fork_worker(
+                    self.config, slot, self.generation, self.listeners, self.app,
+                    self._owned_fds, [r.board.mm for r in self.records if r.board is not None])
         except OSError as exc:
+            if isinstance(exc, TimeoutError) and tpl is not None:
+                self._kill_template(tpl, "did not fork a worker in time")
             backoff = self.backoffs.setdefault(slot, SlotBackoff())
             # Unlike a crash, a failed fork is never retried at once: the limit that
             # refused it (EAGAIN, ENOMEM) rarely lifts within the same turn.
             delay = max(policy.next_backoff(backoff, now), policy.BACKOFF_FIRST)
             backoff.not_before = now + delay
-            logger.error("fork(): %s; retrying slot=%d in %.1f s", exc.strerror, slot, delay)
+            logger.error("%s%s; retrying slot=%d in %.1f s", "" if tpl else "fork(): ",
+                         exc.strerror or exc, slot, delay)
             return
         record = WorkerRecord(pid=spawned.pid, slot=slot, generation=self.generation,
                               channel=spawned.channel, dump_fd=spawned.dump_fd, born=now,
@@ -595,6 +728,7 @@ class Master:
             fds.append(self.announce_fd)
         if self.upgrading is not None:
             fds.append(self.upgrading.ready_fd)
+        fds.extend(t.sock.fileno() for t in self.templates if not t.gone)
         for r in self.records:
             if not r.gone:
                 fds.append(r.channel.fileno())

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import mmap
+import os
 import struct
 import threading
 import time
@@ -244,9 +245,15 @@ def _decode(record: tuple) -> tuple[Current | None, list[int], list[int], float]
 class Board:
     """The master's handle on one worker's board. Called in the master only."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, shareable: bool = False) -> None:
         self.slots = slots
-        self.mm = mmap.mmap(-1, board_size(slots))  # MAP_SHARED | MAP_ANONYMOUS
+        self.fd = -1
+        if shareable:  # for a worker that a template forks (template.py): sent as an fd
+            self.fd = os.memfd_create("prefork-board", os.MFD_CLOEXEC)
+            os.ftruncate(self.fd, board_size(slots))
+            self.mm = mmap.mmap(self.fd, board_size(slots))
+        else:  # inherited by a worker the master forks itself
+            self.mm = mmap.mmap(-1, board_size(slots))  # MAP_SHARED | MAP_ANONYMOUS
         self.last: list[tuple] = [_RECORD.unpack_from(self.mm, self._offset(i))
                                   for i in range(slots)]
         self.torn = 0  # reads that gave up (the last good copy was used)
@@ -276,5 +283,12 @@ class Board:
                 current.append(now)
         return Snapshot(counters, current, struct.unpack_from("=Q", self.mm, 0)[0])
 
+    def close_fd(self) -> None:
+        """Once the worker has its copy, the mapping is all the master needs."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def close(self) -> None:
+        self.close_fd()
         self.mm.close()

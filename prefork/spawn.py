@@ -2,6 +2,8 @@
 
 Rules:
 - Runs in the master; the master keeps the returned ends and registers them.
+- With --preload a template process forks the worker instead (`template_worker`); the
+  ends are made here all the same and the worker's side is sent to the template.
 - Signals are blocked across fork(): until the child has reset its handlers, a signal sent
   to it would be written into the master's wakeup pipe and taken for the master's own.
 - In the child, `worker.run()` never returns; `close_fds` is called there, so it lists
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import heartbeat, worker
+from . import heartbeat, template, worker
 from .config import Config
 from .scoreboard import Board, records_for
 from .signals import TABLE
@@ -48,11 +50,7 @@ def fork_worker(config: Config, slot: int, generation: int, listeners: list[List
         pid = os.fork()
     except OSError:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        master_end.close()
-        worker_end.close()
-        os.close(dump_r)
-        os.close(dump_w)
-        board.close()
+        _close(master_end, worker_end, dump_r, dump_w, board)
         raise
     if pid == 0:
         master_end.close()
@@ -67,3 +65,29 @@ def fork_worker(config: Config, slot: int, generation: int, listeners: list[List
     worker_end.close()
     os.close(dump_w)
     return Spawned(pid, master_end, dump_r, board)
+
+
+def template_worker(config: Config, tpl: template.Template, slot: int) -> Spawned:
+    """Have the template `tpl` fork a worker for `slot` (--preload, template.py): the
+    worker's ends travel to it over the template's socket. Raises OSError on failure."""
+    master_end, worker_end = heartbeat.pair()
+    dump_r, dump_w = heartbeat.dump_pipe()
+    board = Board(records_for(config.threads), shareable=True)
+    try:
+        pid = template.request_worker(tpl, slot, [worker_end.fileno(), dump_w, board.fd])
+    except OSError:
+        _close(master_end, worker_end, dump_r, dump_w, board)
+        raise
+    worker_end.close()
+    os.close(dump_w)
+    board.close_fd()
+    return Spawned(pid, master_end, dump_r, board)
+
+
+def _close(master_end: socket.socket, worker_end: socket.socket, dump_r: int, dump_w: int,
+           board: Board) -> None:
+    master_end.close()
+    worker_end.close()
+    os.close(dump_r)
+    os.close(dump_w)
+    board.close()

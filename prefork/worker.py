@@ -89,7 +89,7 @@ class Context:
 _ACCEPT, _MASTER, _SIGNAL = "accept", "master", "signal"
 
 
-def _set_parent_death_signal(sig: int) -> None:
+def set_parent_death_signal(sig: int) -> None:
     """prctl(PR_SET_PDEATHSIG): the kernel signals us when the master dies (Linux only)."""
     try:
         import ctypes
@@ -180,7 +180,7 @@ class Worker:
                 pass  # already closed by the selector's close
         for sibling in self.ctx.unmap:  # not descriptors, but not ours to write either
             sibling.close()
-        _set_parent_death_signal(signal.SIGTERM)
+        set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ctx.master_pid:
             # The master died between fork() and prctl(): nobody will tell us later.
             raise SystemExit(ExitCode.OK)

@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -162,7 +163,8 @@ class Server:
 
     # -- processes ------------------------------------------------------------------------
 
-    def workers(self) -> list[psutil.Process]:
+    def children(self) -> list[psutil.Process]:
+        """The master's live children: workers and, with --preload, templates."""
         try:
             kids = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
@@ -175,6 +177,12 @@ class Server:
             except psutil.NoSuchProcess:
                 continue  # exited between the listing and the look
         return alive
+
+    def workers(self) -> list[psutil.Process]:
+        return [p for p in self.children() if not _is_template(p)]
+
+    def templates(self) -> list[psutil.Process]:
+        return [p for p in self.children() if _is_template(p)]
 
     def worker_pids(self) -> set[int]:
         return {p.pid for p in self.workers()}
@@ -236,6 +244,52 @@ class Server:
 
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
+
+
+class Load:
+    """`threads` clients sending GET `path` over fresh connections until the block ends:
+    `failures` keeps every error or non-200, `bodies` every distinct body."""
+
+    def __init__(self, server: Server, path: str = "/pid", threads: int = 4) -> None:
+        self.server, self.path = server, path
+        self.failures: list[str] = []
+        self.bodies: set[bytes] = set()
+        self.served = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._client) for _ in range(threads)]
+
+    def pids(self) -> set[int]:
+        """The bodies as pids (for an app path that answers with its pid)."""
+        return {int(b) for b in set(self.bodies)}
+
+    def _client(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, body = self.server.request(self.path, headers={"Connection": "close"})
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if status != 200:
+                self.failures.append(f"status {status}")
+            self.bodies.add(body)
+            self.served += 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(DEADLINE)
+
+
+def _is_template(proc: psutil.Process) -> bool:
+    try:
+        return " ".join(proc.cmdline()).startswith("prefork: template")
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_for_none(get: Callable[[], list[Any]], timeout: float = 5.0) -> list[Any]:

@@ -7,14 +7,13 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.harness import DEADLINE, Server, wait_for
+from tests.harness import DEADLINE, Load, Server, wait_for
 
 
 def hold(server: Server, marker: Path) -> tuple[socket.socket, int]:
@@ -159,35 +158,14 @@ def test_reload_under_load_drops_nothing_and_replaces_every_worker(servers) -> N
     server = servers(workers=2)
     server.wait_ready()
     old = server.wait_workers(2)
-    failures: list[str] = []
-    pids_seen: set[int] = set()
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                status, body = server.request("/pid", headers={"Connection": "close"})
-                if status != 200:
-                    failures.append(f"status {status}")
-                pids_seen.add(int(body))
-            except OSError as exc:
-                failures.append(repr(exc))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        wait_for(lambda: len(pids_seen) >= 1)
+    with Load(server) as load:
+        wait_for(lambda: load.served, what="requests flowing")
         mark = len(server.notify.messages)
         server.kill(signal.SIGHUP)
         server.wait_ready(after=mark)
         new = server.wait_workers(2, exclude=old)
-        wait_for(lambda: new & pids_seen, what="a request served by the new generation")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(DEADLINE)
-    assert not failures, failures[:5]
+        wait_for(lambda: new & load.pids(), what="a request served by the new generation")
+    assert not load.failures, load.failures[:5]
     assert not new & old
 
 

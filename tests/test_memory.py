@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import psutil
 
-from tests.harness import DEADLINE, wait_for
+from tests.harness import Load, wait_for
 from tests.test_metrics import free_port, scrape, value
 
 
@@ -17,25 +15,7 @@ def test_leaking_worker_is_recycled_under_load_with_no_failed_request(servers) -
                      workers=2)
     server.wait_ready()
     first = server.wait_workers(2)
-    failures: list[str] = []
-    served: set[int] = set()
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                status, body = server.request("/leak", headers={"Connection": "close"})
-            except OSError as exc:
-                failures.append(repr(exc))
-                continue
-            if status != 200:
-                failures.append(f"status {status}")
-            served.add(int(body))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with Load(server, "/leak") as load:
         line = server.wait_log(r"worker slot=\d pid=(\d+) PSS [0-9.]+ MiB above "
                                r"--max-worker-memory 40 MiB for 3 samples")[0]
         leaker = int(line)
@@ -43,12 +23,8 @@ def test_leaking_worker_is_recycled_under_load_with_no_failed_request(servers) -
         server.wait_log(rf"worker exited slot=\d pid={leaker} generation=1 exit code 0 "
                         r"reason=memory")
         # Its replacement served requests (zero failures checked below).
-        wait_for(lambda: served - first, what="a request served by a replacement")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(DEADLINE)
-    assert not failures, failures[:5]
+        wait_for(lambda: load.pids() - first, what="a request served by a replacement")
+    assert not load.failures, load.failures[:5]
     log = server.log()
     # The replacement was ready before the leaker was told to go.
     assert log.index("worker ready slot=", log.index(f"pid={leaker} PSS")) < log.index(

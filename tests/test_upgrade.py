@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 from pathlib import Path
 
 import psutil
 
-from tests.harness import DEADLINE, wait_for
+from tests.harness import DEADLINE, Load, wait_for
 
 
 def test_usr2_hands_over_to_a_new_master_under_load(servers, tmp_path: Path) -> None:
     pidfile = tmp_path / "prefork.pid"
     server = servers("tests.apps:app", "--pid", str(pidfile), workers=2)
     server.wait_ready()
-    failures: list[str] = []
-    pids: set[int] = set()
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                status, body = server.request("/pid", headers={"Connection": "close"})
-                pids.add(int(body))
-                if status != 200:
-                    failures.append(f"status {status}")
-            except OSError as exc:
-                failures.append(repr(exc))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
     new_master = None
+    load = Load(server).__enter__()
     try:
-        wait_for(lambda: pids, what="requests flowing")
+        wait_for(lambda: load.served, what="requests flowing")
         server.kill(signal.SIGUSR2)
         (line,) = server.wait_log(r"upgrade: new master pid=(\d+) is ready")
         new_master = psutil.Process(int(line))
@@ -46,15 +29,13 @@ def test_usr2_hands_over_to_a_new_master_under_load(servers, tmp_path: Path) -> 
         assert pidfile.read_text().strip() == str(new_master.pid)
         assert not Path(f"{pidfile}.oldbin").exists()
         new_workers = {p.pid for p in new_master.children()}
-        wait_for(lambda: pids & new_workers, what="a request served by the new master")
+        wait_for(lambda: load.pids() & new_workers, what="a request served by the new master")
     finally:
-        stop.set()
-        for t in threads:
-            t.join(DEADLINE)
+        load.__exit__()
         if new_master is not None:
             new_master.send_signal(signal.SIGTERM)
             new_master.wait(DEADLINE)  # not our child: psutil cannot give its exit code
-    assert not failures, failures[:5]
+    assert not load.failures, load.failures[:5]
 
 
 def test_failed_upgrade_keeps_the_old_master(servers, tmp_path: Path) -> None:

@@ -1,0 +1,316 @@
+"""--preload: a template process imports the app once per generation and forks its workers.
+
+Why not preload in the master, like gunicorn: a process cannot un-import modules, so a
+master holding the app can only serve new code by restarting itself, listeners and all.
+Here the master never imports the app. For each generation it forks a template that does
+(then `gc.freeze()`), and the template forks that generation's workers, which share its
+pages copy-on-write. HUP forks a new template, which reads the code on disk again; the old
+one exits once its generation has been replaced, or stays if the reload fails.
+
+Workers must still be the master's own children: it reaps them, signals them and they
+watch it with PDEATHSIG. So the master is a child subreaper (prctl(2),
+PR_SET_CHILD_SUBREAPER) and the template double-forks: the intermediate child forks the
+worker, reports its pid and exits at once, and the kernel re-parents the worker to the
+nearest subreaper, the master. The worker waits for that before it goes on (worker.py
+checks its parent is the master right after setting PDEATHSIG).
+
+One SOCK_SEQPACKET socketpair links the master and a template (one message per request):
+    template -> master   b"ready" | b"error <reason>" | b"spawned <pid>" | b"failed <why>"
+    master -> template   b"spawn <slot>" + SCM_RIGHTS [heartbeat end, dump pipe, board]
+The master asks for one worker at a time and waits for the answer (`request_worker`):
+two fork()s of the template take milliseconds, like the fork the master does itself
+without --preload, and a template that does not answer in SPAWN_WAIT is killed.
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import os
+import select
+import selectors
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from . import log, proctitle, worker
+from .app import failure_reason, load
+from .config import Config
+from .errors import ExitCode
+from .signals import TABLE, reset_in_child
+from .sockets import Listener
+
+logger = log.logger
+
+SPAWN_WAIT = 5.0  # seconds the master waits for a template to fork a worker
+REPARENT_WAIT = 5.0  # seconds a new worker waits to become the master's child
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+@dataclass(eq=False)
+class Template:
+    """The master's handle on one template process."""
+
+    pid: int
+    sock: socket.socket  # master end
+    generation: int
+    config: Config
+    born: float
+    ready: bool = False
+    ready_at: float = 0.0
+    error: str = ""  # why the app would not load, as the template said
+    retiring: bool = False
+    kill_at: float | None = None
+    gone: bool = False  # EOF seen on sock
+    spawned: int = field(default=0)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants (the workers a template double-forks) our children."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+# -- the master's side ----------------------------------------------------------------------
+
+def start(config: Config, generation: int, listeners: list[Listener],
+          close_fds: Callable[[], list[int]], unmap: list[mmap.mmap], now: float) -> Template:
+    """Fork the template of `generation`; raises OSError if fork() fails."""
+    master_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        master_end.close()
+        template_end.close()
+        raise
+    if pid == 0:
+        master_end.close()
+        _run(config, generation, listeners, template_end, close_fds(), unmap, old_mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    template_end.close()
+    master_end.setblocking(False)
+    return Template(pid, master_end, generation, config, now)
+
+
+def read(template: Template) -> tuple[list[bytes], bool]:
+    """Every queued message from a template, and whether EOF was seen."""
+    messages: list[bytes] = []
+    while True:
+        try:
+            data = template.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return messages, False
+        except OSError:
+            return messages, True
+        if not data:
+            return messages, True
+        messages.append(data)
+
+
+def request_worker(template: Template, slot: int, fds: list[int]) -> int:
+    """Ask a ready template for a worker in `slot` and wait for its pid. Raises OSError
+    (TimeoutError if it does not answer within SPAWN_WAIT: the caller kills it)."""
+    socket.send_fds(template.sock, [b"spawn %d" % slot], fds)
+    deadline = time.monotonic() + SPAWN_WAIT
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"template pid={template.pid} did not fork in {SPAWN_WAIT} s")
+        readable, _, _ = select.select([template.sock], [], [], remaining)
+        if not readable:
+            continue
+        try:
+            reply = template.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            continue
+        if not reply:
+            template.gone = True
+            raise ConnectionError(f"template pid={template.pid} exited")
+        kind, _, rest = reply.partition(b" ")
+        if kind == b"spawned":
+            template.spawned += 1
+            return int(rest)
+        if kind == b"failed":
+            raise OSError(rest.decode("utf-8", "replace"))
+        raise OSError(f"template pid={template.pid} said {reply[:80]!r}")
+
+
+# -- the template process ---------------------------------------------------------------------
+
+def _run(config: Config, generation: int, listeners: list[Listener], sock: socket.socket,
+         close_fds: list[int], unmap: list[mmap.mmap], unblock: set[int]) -> NoReturn:
+    code: int = ExitCode.ERROR
+    try:
+        code = _Template(config, generation, listeners, sock, unblock).main(close_fds, unmap)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else ExitCode.ERROR
+    except BaseException:
+        logger.critical("template crashed:\n%s", traceback.format_exc().rstrip())
+    finally:
+        os._exit(code)
+
+
+class _Template:
+    def __init__(self, config: Config, generation: int, listeners: list[Listener],
+                 sock: socket.socket, unblock: set[int]) -> None:
+        self.config = config
+        self.generation = generation
+        self.listeners = listeners
+        self.sock = sock
+        self.unblock = unblock
+        self.master_pid = os.getppid()
+        self.app: object = None
+        self.intermediates: set[int] = set()
+
+    def main(self, close_fds: list[int], unmap: list[mmap.mmap]) -> int:
+        reset_in_child()
+        for fd in close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for board in unmap:  # the master's workers' boards: not ours
+            board.close()
+        worker.set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.master_pid:
+            return ExitCode.OK  # the master died before prctl(): nobody needs us
+        log.set_role(f"template {self.generation}")
+        proctitle.set_title(f"template {self.generation}", self.config.title_name)
+        for item in self.config.raw_env:  # what a worker would set before its own import
+            key, _, value = item.partition("=")
+            os.environ[key] = value
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.unblock)
+        started = time.monotonic()
+        try:
+            self.app = load(str(self.config.app), self.config.chdir)
+        except BaseException as exc:
+            logger.error("app %s failed to load:\n%s", self.config.app,
+                         traceback.format_exc().rstrip())
+            self._send(b"error " + failure_reason(exc).encode("utf-8", "replace"))
+            return ExitCode.APP_LOAD_ERROR
+        gc.collect()
+        gc.freeze()  # keep the collector from touching (and so copying) the shared pages
+        logger.info("app loaded in %.0f ms", (time.monotonic() - started) * 1000)
+        self._send(b"ready")
+        return self._serve()
+
+    def _send(self, message: bytes) -> None:
+        try:
+            self.sock.send(message)
+        except OSError:
+            raise SystemExit(ExitCode.OK) from None  # the master is gone
+
+    def _serve(self) -> int:
+        # SIGCHLD only wakes the loop: children the app forked at import are reaped here,
+        # like the master reaps its own strays.
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        self.wake = (wake_r, wake_w)
+        with selectors.DefaultSelector() as sel:
+            self.sel = sel
+            sel.register(self.sock, selectors.EVENT_READ)
+            sel.register(wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj is self.sock:
+                        if not self._request():
+                            return ExitCode.OK  # EOF: the master is gone
+                    else:
+                        while os.read(wake_r, 512) == 512:
+                            pass
+                self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.intermediates:
+                self.intermediates.discard(pid)
+            else:
+                logger.debug("reaped a child we did not fork pid=%d", pid)
+
+    def _request(self) -> bool:
+        try:
+            message, fds, _, _ = socket.recv_fds(self.sock, 256, 3)
+        except (BlockingIOError, InterruptedError):
+            return True
+        if not message:
+            return False
+        kind, _, rest = message.partition(b" ")
+        if kind != b"spawn" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            self._send(b"failed bad request")
+            return True
+        self._fork_worker(int(rest), fds)
+        return True
+
+    def _fork_worker(self, slot: int, fds: list[int]) -> None:
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self._send(b"failed fork(): " + (exc.strerror or str(exc)).encode())
+            pid = -1
+        if pid == 0:
+            self._intermediate(slot, fds, old_mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if pid > 0:
+            self.intermediates.add(pid)
+        for fd in fds:
+            os.close(fd)
+
+    def _intermediate(self, slot: int, fds: list[int], mask: set[int]) -> NoReturn:
+        """In the first child: fork the worker, say its pid, exit so it is re-parented."""
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.sock.send(b"failed fork(): " + (exc.strerror or str(exc)).encode())
+            os._exit(0)
+        if pid == 0:
+            self._become_worker(slot, fds, mask)
+        try:
+            self.sock.send(b"spawned %d" % pid)
+        finally:
+            os._exit(0)
+
+    def _become_worker(self, slot: int, fds: list[int], mask: set[int]) -> NoReturn:
+        channel_fd, dump_fd, board_fd = fds
+        self.sel.close()
+        self.sock.close()
+        for fd in self.wake:
+            os.close(fd)
+        # Re-parenting happens as the intermediate exits, which it does right after one
+        # send(); there is no event to wait on, so poll getppid() briefly.
+        intermediate = os.getppid()
+        deadline = time.monotonic() + REPARENT_WAIT
+        while os.getppid() != self.master_pid:
+            if os.getppid() != intermediate or time.monotonic() > deadline:
+                os._exit(ExitCode.OK)  # the master is gone: nobody will supervise us
+            time.sleep(0.0005)
+        board = mmap.mmap(board_fd, os.fstat(board_fd).st_size)
+        os.close(board_fd)
+        ctx = worker.Context(
+            config=self.config, slot=slot, generation=self.generation,
+            listeners=self.listeners, channel=socket.socket(fileno=channel_fd),
+            dump_fd=dump_fd, master_pid=self.master_pid, close_fds=[], app=self.app,
+            unblock=mask, board=board, unmap=[])
+        worker.run(ctx)
