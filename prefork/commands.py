@@ -126,8 +126,13 @@ def format_status(doc: dict[str, Any]) -> str:
         + (f"; metrics: {m['metrics_bind']}" if m["metrics_bind"] else ""),
         f"requests: {doc['totals']['requests']}  "
         + "  ".join(f"{k}={v}" for k, v in doc["totals"]["by_status"].items() if v),
-        "",
     ]
+    for t in doc.get("templates", []):
+        lines.append(f"template pid {t['pid']}, generation {t['generation']}, {t['state']}, "
+                     f"up {_duration(t['age'])}, RSS {_mib(t['rss'])}, PSS {_mib(t['pss'])}")
+    if m.get("last_error"):
+        lines.append(f"last error: {m['last_error']}")
+    lines.append("")
     header = ("SLOT", "PID", "GEN", "STATE", "AGE", "REQS", "BEAT", "RSS", "PSS", "USS",
               "CPU%", "RESTARTS", "CURRENT")
     rows = [header]

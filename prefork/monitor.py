@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import psutil  # imported where used: a master without status/metrics never needs it
 
+    from .template import Template
+
 from . import control, metrics
 from .config import Config
 from .endpoint import Endpoint
@@ -48,6 +50,8 @@ class MasterView(Protocol):
     target: int
     listeners: list[Listener]
     state: Any  # master.State
+    templates: list[Template]
+    last_error: str
 
     @property
     def sel(self) -> selectors.BaseSelector: ...
@@ -263,7 +267,13 @@ class Monitor:
                 "control_socket": self.control_path,
                 "metrics_bind": master.config.metrics_bind,
                 "max_worker_memory_mb": master.config.max_worker_memory or None,
+                "last_error": master.last_error or None,
             },
+            "templates": [{
+                "pid": t.pid, "generation": t.generation, "age": round(now - t.born, 3),
+                "state": "exiting" if t.retiring else "ready" if t.ready else "booting",
+                **self._resources(t.pid, now),
+            } for t in master.templates],
             "workers": workers,
             "totals": {"requests": totals.requests,
                        "by_status": dict(zip(CLASSES, totals.classes, strict=True)),

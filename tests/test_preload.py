@@ -3,12 +3,13 @@ on HUP with the master's pid and listeners unchanged, and no process left behind
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
 import psutil
 
-from tests.harness import DEADLINE, Load, Server, wait_for
+from tests.harness import DEADLINE, Load, Server, run_cli, wait_for
 
 APP = """\
 import os
@@ -36,10 +37,17 @@ def write_app(path: Path, version: str, broken: bool = False) -> None:
 
 def start(servers, tmp_path: Path, *args: str, workers: int = 2) -> Server:
     write_app(tmp_path, "one")
-    server: Server = servers("preloaded:app", "--preload", "--chdir", str(tmp_path), *args,
-                             workers=workers)
+    server: Server = servers("preloaded:app", "--preload", "--chdir", str(tmp_path),
+                             "--pid", str(tmp_path / "p.pid"), *args, workers=workers)
     server.wait_ready()
     return server
+
+
+def status(tmp_path: Path) -> tuple[dict, str]:
+    """`prefork status` as JSON and as text."""
+    pidfile = str(tmp_path / "p.pid")
+    doc = json.loads(run_cli("status", "--pid", pidfile, "--json").stdout)
+    return doc, run_cli("status", "--pid", pidfile).stdout
 
 
 def answers(server: Server, n: int) -> set[tuple[str, str]]:
@@ -68,6 +76,11 @@ def test_workers_come_from_one_import_and_are_the_masters_children(servers,
     assert len(answers(server, 6)) == 1
     assert "booting template" in server.log()
     assert "[template 1] INFO app loaded" in server.log()
+    doc, text = status(tmp_path)
+    (shown,) = doc["templates"]
+    assert (shown["pid"], shown["generation"], shown["state"]) == (templates[0].pid, 1, "ready")
+    assert shown["pss"] > 0
+    assert f"template pid {templates[0].pid}, generation 1, ready" in text
 
 
 def test_hup_loads_new_code_under_load(servers, tmp_path: Path) -> None:
@@ -109,6 +122,9 @@ def test_hup_with_broken_code_keeps_the_old_generation(servers, tmp_path: Path) 
     server.kill(signal.SIGHUP)
     server.wait_ready(after=mark)  # READY=1 again, with the failure in STATUS=
     server.wait_log("reload failed: RuntimeError: version two is broken")
+    doc, text = status(tmp_path)
+    assert doc["master"]["last_error"] == "reload failed: RuntimeError: version two is broken"
+    assert "last error: reload failed: RuntimeError: version two is broken" in text
     assert answers(server, 4) == {before}
     assert server.worker_pids() == workers
     wait_for(lambda: len(server.templates()) == 1, what="the failed template to be gone")
