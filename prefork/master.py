@@ -6,10 +6,8 @@ Rules:
   nearest deadline (policy.nearest_deadline). Nothing polls on a fixed tick.
 - Each turn of the loop reads the top to bottom: read events (beats, EOFs, signals), reap,
   act on signals, then deadlines (stack dump, SIGKILL, backoff), then top up the workers.
-- Reload is a transaction: the new generation must report ready before the old one is told
-  to stop; if it cannot, it is stopped and the old one keeps serving.
-- The first generation must boot; if any of its workers dies before reporting ready the
-  master stops everything and exits with a named code (no respawn storm).
+- A generation's boot and the HUP transaction (and --preload's templates) are in
+  generations.py; the loop calls in at each state change.
 - systemd hears from this loop only (systemd.py): READY/RELOADING/STOPPING at the state
   changes, STATUS whenever its text changes, WATCHDOG=1 from `_tend_systemd()` at the end
   of a turn and only under the health rule of `systemd.Watchdog`.
@@ -26,14 +24,14 @@ import selectors
 import signal
 import time
 from collections.abc import Sequence
-from enum import Enum
 from typing import Any
 
-from . import control, heartbeat, log, pidfile, policy, proctitle, spawn, template, upgrade, worker
+from . import control, heartbeat, log, pidfile, policy, preload, proctitle, spawn, upgrade, worker
 from .app import failure_line
-from .config import Config, ConfigError
+from .config import Config
 from .endpoint import Client, Endpoint
 from .errors import BootError, ExitCode
+from .generations import Generations, State
 from .monitor import Monitor
 from .policy import SlotBackoff, WorkerRecord
 from .signals import DUMP_SIGNAL, TABLE, Action, Wakeup
@@ -43,13 +41,6 @@ from .systemd import Notifier, TimeoutExtender, Watchdog, listen_fds, status_lin
 logger = log.logger
 
 QUICK_STOP_GRACE = 2.0  # seconds a quick stop waits before SIGKILL
-
-
-class State(Enum):
-    BOOTING = "booting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    STOPPING = "stopping"
 
 
 class Master:
@@ -73,10 +64,9 @@ class Master:
         self.load_error = ""  # the first worker's reason when the app would not load
         self.listeners: list[Listener] = []
         self.app: object = None  # only what serve() was given: --preload imports in a template
-        self.templates: list[template.Template] = []  # --preload: one per live generation
-        self.template_backoff = SlotBackoff()
-        self.subreaper = False
         self.sel = selectors.DefaultSelector()
+        self.templates = preload.Templates(self.sel)  # --preload: one per live generation
+        self.generations = Generations(self)  # boot, reload and templates (generations.py)
         self.last_turn = time.monotonic()
         # Taken out of the environment before any fork: workers never speak sd_notify.
         self.notifier = Notifier(os.environ.pop("NOTIFY_SOCKET", None))
@@ -149,7 +139,7 @@ class Master:
         while True:
             now = time.monotonic()
             if self.state is State.STOPPING:
-                if not self.records and not self.templates:
+                if not self.records and not self.templates.all:
                     return
             else:
                 self._spawn_missing(now)
@@ -161,7 +151,7 @@ class Master:
                 deadline = min(deadline, self.drain_until)
             if self.watchdog and self.state in (State.RUNNING, State.RELOADING):
                 deadline = min(deadline, self.watchdog.next_deadline())
-            deadline = min(deadline, self.monitor.next_deadline(), self._template_deadline(now))
+            deadline = min(deadline, self.monitor.next_deadline(), self.templates.deadline(now))
             events = self.sel.select(max(deadline - now, 0.0))
             now = time.monotonic()
             self._check_stall(now, deadline)
@@ -175,8 +165,8 @@ class Master:
                     key.data.ready(now)
                 elif isinstance(key.data, upgrade.Upgrade):
                     self._check_upgrade(key.data, now)
-                elif isinstance(key.data, template.Template):
-                    self._read_template(key.data, now)
+                elif isinstance(key.data, preload.Template):
+                    self.templates.read(key.data, now)
                 else:
                     record = key.data[1]
                     record.dump += heartbeat.drain(record.dump_fd)
@@ -184,11 +174,11 @@ class Master:
             for sig in signals:
                 self._dispatch(TABLE[sig].action, now)
             if self.drain_until and now >= self.drain_until:
-                self._stop(graceful=True, now=now)
-            self._check_boot(now)
-            self._check_reload(now)
+                self.stop(graceful=True, now=now)
+            self.generations.check_boot(now)
+            self.generations.check_reload(now)
             self._check_timeouts(now)
-            self._check_templates(now)
+            self.templates.check(now, self.config.timeout)
             self._check_memory(now)
             self.monitor.expire(now)
             self._tend_systemd(now)
@@ -234,9 +224,9 @@ class Master:
             if record is not None:
                 self._on_exit(record, status, now)
                 continue
-            tpl = next((t for t in self.templates if t.pid == pid), None)
+            tpl = self.templates.find(pid)
             if tpl is not None:
-                self._on_template_exit(tpl, status, now)
+                self.generations.template_exited(tpl, status, now)
             else:
                 logger.debug("reaped a child we did not fork pid=%d", pid)
 
@@ -270,13 +260,13 @@ class Master:
             code = os.waitstatus_to_exitcode(status)
             said = f": {record.error}" if record.error else ""
             self.load_error = self.load_error or record.error
-            self._boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
+            self.generations.boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
                               else ExitCode.WORKER_BOOT_ERROR, now,
                               f"worker slot={record.slot} died before it was ready ({how})"
                               f"{said}")
         elif verdict is policy.Verdict.RELOAD_FAILED:
-            self._reload_failed(record.error or f"new worker died before it was ready ({how})",
-                                now)
+            self.generations.reload_failed(
+                record.error or f"new worker died before it was ready ({how})", now)
         elif verdict is policy.Verdict.CRASHED_YOUNG:
             backoff = self.backoffs.setdefault(record.slot, SlotBackoff())
             delay = policy.next_backoff(backoff, now)
@@ -295,9 +285,9 @@ class Master:
             log.reopen()
             self._signal_all(signal.SIGUSR1)
         elif action is Action.GRACEFUL_STOP:
-            self._stop(graceful=True, now=now)
+            self.stop(graceful=True, now=now)
         elif action is Action.QUICK_STOP:
-            self._stop(graceful=False, now=now)
+            self.stop(graceful=False, now=now)
         elif self.state is State.STOPPING:
             return
         elif action is Action.INCREMENT:
@@ -308,7 +298,7 @@ class Master:
             self._upgrade(now)
         elif action is Action.RELOAD:
             if self.state is State.RUNNING:
-                self._reload(now)
+                self.generations.reload(now)
             else:
                 self.reload_queued = True  # coalesced, run when this one settles
 
@@ -321,7 +311,7 @@ class Master:
             self.target -= 1
             victim = policy.oldest(self.records, self.generation)
             if victim is not None:
-                self._retire(victim, now)
+                self.retire(victim, now)
         self.target = target
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -341,35 +331,31 @@ class Master:
             self._kill(r, sig)
 
     def _kill(self, record: WorkerRecord, sig: int) -> None:
-        self._kill_pid(record.pid, sig)
-
-    @staticmethod
-    def _kill_pid(pid: int, sig: int) -> None:
         try:
-            os.kill(pid, sig)
+            os.kill(record.pid, sig)
         except ProcessLookupError:
             pass  # already gone; the reap will tell
 
-    def _retire(self, record: WorkerRecord, now: float) -> None:
+    def retire(self, record: WorkerRecord, now: float) -> None:
         """Ask one worker to finish its requests and exit, with a deadline."""
         record.retiring = True
         record.kill_at = now + self.config.graceful_timeout
         self._kill(record, signal.SIGTERM)
 
-    def _stop(self, graceful: bool, now: float) -> None:
+    def stop(self, graceful: bool, now: float) -> None:
         if self.state is State.STOPPING and graceful:
             return
         if graceful and self.config.drain_delay and not self.drain_until:
             # Lame duck: keep serving while load balancers notice we are going away.
             self.drain_until = now + self.config.drain_delay
             logger.info("graceful stop in %.1f s (--drain-delay)", self.config.drain_delay)
-            self._status("STOPPING=1")
+            self.status("STOPPING=1")
             self.extender.cover(self.drain_until + self.config.graceful_timeout, now,
                                 new_phase=True)
             return
         logger.info("%s stop", "graceful" if graceful else "quick")
         self.state = State.STOPPING
-        self._status("STOPPING=1")
+        self.status("STOPPING=1")
         for listener in self.listeners:
             # Our copy no longer serves anyone. Once the workers have drained the accept
             # queue and closed theirs, new clients are refused at once instead of queueing
@@ -378,11 +364,10 @@ class Master:
             listener.sock.close()
         if graceful:  # workers get --graceful-timeout; systemd's TimeoutStopSec may be less
             self.extender.cover(now + self.config.graceful_timeout, now, new_phase=True)
-        for t in self.templates:  # no more forks; and its copies of the listeners go now
-            self._retire_template(t, now)
+        self.templates.retire(now)  # no more forks; and its copies of the listeners go now
         for r in self.records:
             if graceful:
-                self._retire(r, now)
+                self.retire(r, now)
             else:
                 r.retiring = True
                 r.kill_at = min(r.kill_at or now + QUICK_STOP_GRACE, now + QUICK_STOP_GRACE)
@@ -420,7 +405,7 @@ class Master:
             logger.error("upgrade failed: the new master pid=%d exited before it was ready "
                          "(its log says why); still serving", upgrading.pid)
             self.last_error = "upgrade failed: the new master did not boot"
-            self._status()
+            self.status()
             return
         logger.info("upgrade: new master pid=%d is ready; this one drains and exits",
                     upgrading.pid)
@@ -428,211 +413,11 @@ class Master:
         self.notifier.main_pid(upgrading.pid)
         for listener in self.listeners:
             listener.unix_path = None  # the new master owns the socket files now
-        self._stop(graceful=True, now=now)
-
-    # -- boot and reload ------------------------------------------------------------------
-
-    def _check_boot(self, now: float) -> None:
-        if self.state is State.BOOTING:
-            workers = policy.serving(self.records, 1)
-            if len(workers) >= self.target and all(r.ready for r in workers):
-                self.state = State.RUNNING
-                logger.info("all %d workers ready", len(workers))
-                self._status("READY=1")
-                if self.announce_fd is not None:  # an old master started us (USR2)
-                    upgrade.announce_ready(self.announce_fd)
-                    self.announce_fd = None
-                self._run_queued_reload(now)
-
-    def _boot_failed(self, code: ExitCode, now: float, why: str) -> None:
-        self.boot_message = f"{why}; stopping (exit {code.value})"
-        self.last_error = f"boot failed: {why}"
-        logger.error("%s", self.boot_message)
-        self.exit_code = code
-        self._stop(graceful=False, now=now)
-
-    def _reload(self, now: float) -> None:
-        from .cli import build_config
-
-        logger.info("reload: re-reading the configuration")
-        self.notifier.notify("RELOADING=1",
-                             f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
-        try:
-            config = build_config(self.argv, os.environ) if self.argv else self.config
-        except (ConfigError, SystemExit) as exc:
-            self._reload_failed(f"configuration error: {exc}", now)
-            return
-        if config.workers != self.config.workers:
-            self.target = config.workers  # else TTIN/TTOU adjustments survive
-        if config.bind != self.config.bind:
-            logger.warning("reload: bind changes need a restart; keeping %s",
-                           ", ".join(self.config.bind))
-        log.setup(config.errorlog, config.loglevel, config.accesslog)
-        self.previous_config, self.config = self.config, config
-        self.state = State.RELOADING
-        self.reload_from = self.generation
-        self.generation += 1
-        self.reload_deadline = now + max(config.timeout or 30.0, 5.0)
-        self.extender.cover(self.reload_deadline, now, new_phase=True)
-        logger.info("reload: starting generation %d (%d workers)", self.generation, self.target)
-
-    def _check_reload(self, now: float) -> None:
-        if self.state is not State.RELOADING:
-            return
-        new = policy.serving(self.records, self.generation)
-        if len(new) >= self.target and all(r.ready for r in new):
-            for r in self.records:
-                if r.generation != self.generation and not r.retiring:
-                    self._retire(r, now)
-            for t in self.templates:
-                if t.generation != self.generation:
-                    self._retire_template(t, now)
-            self.state = State.RUNNING
-            self.last_error = ""
-            logger.info("reload: generation %d ready, old workers stopping", self.generation)
-            self._status("READY=1")
-            self._run_queued_reload(now)
-        elif now >= self.reload_deadline:
-            self._reload_failed("new workers not ready in time", now)
-
-    def _reload_failed(self, why: str, now: float) -> None:
-        logger.error("reload failed: %s; the old workers keep serving", why)
-        if self.state is State.RELOADING:
-            for r in self.records:
-                if r.generation == self.generation and not r.retiring:
-                    self._retire(r, now)
-            for t in self.templates:
-                if t.generation == self.generation:
-                    self._retire_template(t, now)
-            self.generation = self.reload_from
-            self.config = self.previous_config
-            log.setup(self.config.errorlog, self.config.loglevel, self.config.accesslog)
-            self.state = State.RUNNING
-        self.last_error = f"reload failed: {why}"
-        self._status("READY=1")
-        self._run_queued_reload(now)
-
-    def _run_queued_reload(self, now: float) -> None:
-        if self.reload_queued and self.state is State.RUNNING:
-            self.reload_queued = False
-            self._reload(now)
-
-    # -- templates (--preload, template.py) ---------------------------------------------
-
-    def _template(self, generation: int) -> template.Template | None:
-        return next((t for t in self.templates if t.generation == generation
-                     and not t.retiring and not t.gone), None)
-
-    def _start_template(self, now: float) -> None:
-        if not self.subreaper:
-            if not template.become_subreaper():
-                raise BootError("--preload needs prctl(PR_SET_CHILD_SUBREAPER) (Linux 3.4+)",
-                                ExitCode.ERROR)
-            self.subreaper = True
-        try:
-            tpl = template.start(self.config, self.generation, self.listeners,
-                                 self._owned_fds,
-                                 [r.board.mm for r in self.records if r.board is not None],
-                                 now)
-        except OSError as exc:
-            delay = max(policy.next_backoff(self.template_backoff, now), policy.BACKOFF_FIRST)
-            self.template_backoff.not_before = now + delay
-            logger.error("fork(): %s; retrying the template in %.1f s", exc.strerror, delay)
-            return
-        self.templates.append(tpl)
-        self.sel.register(tpl.sock, selectors.EVENT_READ, tpl)
-        if self.config.timeout:  # its import gets what a worker's import gets: --timeout
-            tpl.kill_at = now + self.config.timeout
-            if self.state is State.BOOTING:
-                self.extender.cover(tpl.kill_at, now)
-        logger.info("booting template pid=%d generation=%d (it imports the app)", tpl.pid,
-                    tpl.generation)
-
-    def _read_template(self, tpl: template.Template, now: float) -> None:
-        messages, eof = template.read(tpl)
-        for message in messages:
-            kind, _, rest = message.partition(b" ")
-            if kind == b"ready" and not tpl.ready:
-                tpl.ready, tpl.ready_at = True, now
-                if not tpl.retiring:
-                    tpl.kill_at = None
-                logger.info("template ready pid=%d generation=%d", tpl.pid, tpl.generation)
-            elif kind == b"error":
-                tpl.error = rest.decode("utf-8", "replace")
-            else:  # a late answer to a request we gave up on
-                logger.warning("template pid=%d said %r", tpl.pid, message[:80])
-        if eof and not tpl.gone:
-            tpl.gone = True
-            self.sel.unregister(tpl.sock)
-            tpl.sock.close()
-
-    def _on_template_exit(self, tpl: template.Template, status: int, now: float) -> None:
-        self.templates.remove(tpl)
-        self._read_template(tpl, now)  # its last words (an import error) up to the EOF
-        if not tpl.gone:  # a child it forked holds its socket: stop listening anyway
-            tpl.gone = True
-            self.sel.unregister(tpl.sock)
-            tpl.sock.close()
-        how = policy.describe_status(status)
-        if tpl.retiring or self.state is State.STOPPING:
-            logger.info("template exited pid=%d generation=%d %s", tpl.pid, tpl.generation,
-                        how)
-            return
-        said = f": {tpl.error}" if tpl.error else ""
-        logger.warning("template exited pid=%d generation=%d %s%s", tpl.pid, tpl.generation,
-                       how, said)
-        if not tpl.ready and self.state is State.BOOTING and tpl.generation == 1:
-            code = os.waitstatus_to_exitcode(status)
-            self.load_error = self.load_error or tpl.error
-            self._boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
-                              else ExitCode.WORKER_BOOT_ERROR, now,
-                              f"the template died before it was ready ({how}){said}")
-        elif (not tpl.ready and self.state is State.RELOADING
-              and tpl.generation == self.generation):
-            self._reload_failed(tpl.error or f"the template died before it was ready ({how})",
-                                now)
-        elif tpl.generation == self.generation:
-            # Its workers keep serving; a new template (which imports the code on disk
-            # now) forks their replacements. Dying young again and again backs off.
-            if tpl.ready and now - tpl.ready_at >= policy.YOUNG:
-                self.template_backoff = SlotBackoff()
-            delay = policy.next_backoff(self.template_backoff, now)
-            logger.error("the template of generation %d is gone; a new one in %.1f s",
-                         tpl.generation, delay)
-
-    def _retire_template(self, tpl: template.Template, now: float) -> None:
-        """A template holds no request: SIGTERM's default action ends it at once."""
-        if not tpl.retiring:
-            tpl.retiring = True
-            tpl.kill_at = now + QUICK_STOP_GRACE
-            self._kill_pid(tpl.pid, signal.SIGTERM)
-
-    def _kill_template(self, tpl: template.Template, why: str) -> None:
-        logger.error("killing template pid=%d generation=%d: %s", tpl.pid, tpl.generation, why)
-        tpl.retiring = True  # out of service; its exit is expected now
-        tpl.kill_at = None
-        self._kill_pid(tpl.pid, signal.SIGKILL)
-
-    def _check_templates(self, now: float) -> None:
-        for tpl in self.templates:
-            if tpl.kill_at is not None and now >= tpl.kill_at:
-                tpl.kill_at = None
-                if not tpl.retiring:  # its exit is then a failed boot or reload
-                    tpl.error = tpl.error or (f"the app did not load within --timeout "
-                                              f"({self.config.timeout:g} s)")
-                logger.error("killing template pid=%d generation=%d: %s", tpl.pid,
-                             tpl.generation, "did not exit" if tpl.retiring else tpl.error)
-                self._kill_pid(tpl.pid, signal.SIGKILL)
-
-    def _template_deadline(self, now: float) -> float:
-        deadlines = [t.kill_at for t in self.templates if t.kill_at is not None]
-        if self.template_backoff.not_before > now:
-            deadlines.append(self.template_backoff.not_before)
-        return min(deadlines, default=now + 3600.0)
+        self.stop(graceful=True, now=now)
 
     # -- systemd --------------------------------------------------------------------------
 
-    def _status(self, *assignments: str) -> None:
+    def status(self, *assignments: str) -> None:
         """STATUS= (if changed, or with `assignments` such as READY=1 in the same datagram)."""
         ready = sum(r.ready for r in policy.serving(self.records, self.generation))
         problems = [self.last_error]
@@ -647,7 +432,7 @@ class Master:
         if (self.watchdog and self.state in (State.RUNNING, State.RELOADING)
                 and self.watchdog.tick(self.records, now)):
             self.notifier.notify("WATCHDOG=1")
-        self._status()
+        self.status()
 
     # -- deadlines and spawning -----------------------------------------------------------
 
@@ -671,16 +456,16 @@ class Master:
     def _check_memory(self, now: float) -> None:
         """--max-worker-memory (monitor.py): retire the workers whose replacement is ready."""
         for r in self.monitor.check_memory(self, now, self.state is State.RUNNING):
-            self._retire(r, now)
+            self.retire(r, now)
             r.kill_reason = "memory"
 
     def _spawn_missing(self, now: float) -> None:
         tpl = None
         if self.config.preload_app and self.given_app is None:
-            tpl = self._template(self.generation)
+            tpl = self.templates.current(self.generation)
             if tpl is None:
-                if now >= self.template_backoff.not_before:
-                    self._start_template(now)
+                if self.templates.may_start(now):
+                    self.generations.start_template(now)
                 return
             if not tpl.ready:
                 return
@@ -690,17 +475,17 @@ class Master:
                 continue
             self._spawn(slot, now, tpl)
 
-    def _spawn(self, slot: int, now: float, tpl: template.Template | None) -> None:
+    def _spawn(self, slot: int, now: float, tpl: preload.Template | None) -> None:
         try:
             if tpl is not None:
                 spawned = spawn.template_worker(self.config, tpl, slot)
             else:
                 spawned = spawn.fork_worker(
                     self.config, slot, self.generation, self.listeners, self.app,
-                    self._owned_fds, [r.board.mm for r in self.records if r.board is not None])
+                    self.owned_fds, [r.board.mm for r in self.records if r.board is not None])
         except OSError as exc:
             if isinstance(exc, TimeoutError) and tpl is not None:
-                self._kill_template(tpl, "did not fork a worker in time")
+                self.templates.kill(tpl, "did not fork a worker in time")
             backoff = self.backoffs.setdefault(slot, SlotBackoff())
             # Unlike a crash, a failed fork is never retried at once: the limit that
             # refused it (EAGAIN, ENOMEM) rarely lifts within the same turn.
@@ -721,14 +506,14 @@ class Master:
             # A first-generation worker is ready, or killed, --timeout after its birth.
             self.extender.cover(now + self.config.timeout + policy.DUMP_GRACE, now)
 
-    def _owned_fds(self) -> list[int]:
+    def owned_fds(self) -> list[int]:
         """Every fd the master holds for itself, which a new worker must close."""
         fds = [self.sel.fileno(), *self.wakeup.fds(), *self.monitor.fds()]
         if self.announce_fd is not None:
             fds.append(self.announce_fd)
         if self.upgrading is not None:
             fds.append(self.upgrading.ready_fd)
-        fds.extend(t.sock.fileno() for t in self.templates if not t.gone)
+        fds.extend(self.templates.fds())
         for r in self.records:
             if not r.gone:
                 fds.append(r.channel.fileno())

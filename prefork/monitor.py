@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import psutil  # imported where used: a master without status/metrics never needs it
 
-    from .template import Template
+    from .preload import Templates
 
 from . import control, metrics
 from .config import Config
@@ -49,8 +49,8 @@ class MasterView(Protocol):
     generation: int
     target: int
     listeners: list[Listener]
-    state: Any  # master.State
-    templates: list[Template]
+    state: Any  # generations.State
+    templates: Templates
     last_error: str
 
     @property
@@ -273,7 +273,7 @@ class Monitor:
                 "pid": t.pid, "generation": t.generation, "age": round(now - t.born, 3),
                 "state": "exiting" if t.retiring else "ready" if t.ready else "booting",
                 **self._resources(t.pid, now),
-            } for t in master.templates],
+            } for t in master.templates.all],
             "workers": workers,
             "totals": {"requests": totals.requests,
                        "by_status": dict(zip(CLASSES, totals.classes, strict=True)),

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import heartbeat, template, worker
+from . import heartbeat, preload, worker
 from .config import Config
 from .scoreboard import Board, records_for
 from .signals import TABLE
@@ -67,14 +67,14 @@ def fork_worker(config: Config, slot: int, generation: int, listeners: list[List
     return Spawned(pid, master_end, dump_r, board)
 
 
-def template_worker(config: Config, tpl: template.Template, slot: int) -> Spawned:
-    """Have the template `tpl` fork a worker for `slot` (--preload, template.py): the
+def template_worker(config: Config, tpl: preload.Template, slot: int) -> Spawned:
+    """Have the template `tpl` fork a worker for `slot` (--preload, preload.py): the
     worker's ends travel to it over the template's socket. Raises OSError on failure."""
     master_end, worker_end = heartbeat.pair()
     dump_r, dump_w = heartbeat.dump_pipe()
     board = Board(records_for(config.threads), shareable=True)
     try:
-        pid = template.request_worker(tpl, slot, [worker_end.fileno(), dump_w, board.fd])
+        pid = preload.request_worker(tpl, slot, [worker_end.fileno(), dump_w, board.fd])
     except OSError:
         _close(master_end, worker_end, dump_r, dump_w, board)
         raise

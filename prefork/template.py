@@ -1,25 +1,17 @@
-"""--preload: a template process imports the app once per generation and forks its workers.
+"""The template process of --preload: imports the app once and forks a generation's workers.
 
-Why not preload in the master, like gunicorn: a process cannot un-import modules, so a
-master holding the app can only serve new code by restarting itself, listeners and all.
-Here the master never imports the app. For each generation it forks a template that does
-(then `gc.freeze()`), and the template forks that generation's workers, which share its
-pages copy-on-write. HUP forks a new template, which reads the code on disk again; the old
-one exits once its generation has been replaced, or stays if the reload fails.
-
-Workers must still be the master's own children: it reaps them, signals them and they
-watch it with PDEATHSIG. So the master is a child subreaper (prctl(2),
-PR_SET_CHILD_SUBREAPER) and the template double-forks: the intermediate child forks the
-worker, reports its pid and exits at once, and the kernel re-parents the worker to the
-nearest subreaper, the master. The worker waits for that before it goes on (worker.py
-checks its parent is the master right after setting PDEATHSIG).
-
-One SOCK_SEQPACKET socketpair links the master and a template (one message per request):
-    template -> master   b"ready" | b"error <reason>" | b"spawned <pid>" | b"failed <why>"
-    master -> template   b"spawn <slot>" + SCM_RIGHTS [heartbeat end, dump pipe, board]
-The master asks for one worker at a time and waits for the answer (`request_worker`):
-two fork()s of the template take milliseconds, like the fork the master does itself
-without --preload, and a template that does not answer in SPAWN_WAIT is killed.
+The master's side (starting, asking, retiring templates) and why this design is in
+preload.py. What runs here:
+- Import the app (within the master's --timeout), `gc.freeze()`, say `ready` (or
+  `error <reason>` and exit 4).
+- Then wait on the master's socket. For each `spawn <slot>` (with the worker's heartbeat
+  end, dump pipe and scoreboard as SCM_RIGHTS), fork an intermediate child that forks the
+  worker, sends `spawned <pid>` (or `failed <why>`) and exits, so that the worker is
+  re-parented to the master, a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER).
+- The worker waits until its parent is the master before going on, because worker.py
+  arms PDEATHSIG against its parent and then checks the parent is the master.
+- EOF from the master (or PDEATHSIG) ends the template; SIGTERM's default action too: it
+  holds no request.
 """
 
 from __future__ import annotations
@@ -27,14 +19,11 @@ from __future__ import annotations
 import gc
 import mmap
 import os
-import select
 import selectors
 import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NoReturn
 
 from . import log, proctitle, worker
@@ -46,110 +35,12 @@ from .sockets import Listener
 
 logger = log.logger
 
-SPAWN_WAIT = 5.0  # seconds the master waits for a template to fork a worker
 REPARENT_WAIT = 5.0  # seconds a new worker waits to become the master's child
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
-@dataclass(eq=False)
-class Template:
-    """The master's handle on one template process."""
-
-    pid: int
-    sock: socket.socket  # master end
-    generation: int
-    config: Config
-    born: float
-    ready: bool = False
-    ready_at: float = 0.0
-    error: str = ""  # why the app would not load, as the template said
-    retiring: bool = False
-    kill_at: float | None = None
-    gone: bool = False  # EOF seen on sock
-    spawned: int = field(default=0)
-
-
-def become_subreaper() -> bool:
-    """Make orphaned descendants (the workers a template double-forks) our children."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-# -- the master's side ----------------------------------------------------------------------
-
-def start(config: Config, generation: int, listeners: list[Listener],
-          close_fds: Callable[[], list[int]], unmap: list[mmap.mmap], now: float) -> Template:
-    """Fork the template of `generation`; raises OSError if fork() fails."""
-    master_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TABLE))
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        master_end.close()
-        template_end.close()
-        raise
-    if pid == 0:
-        master_end.close()
-        _run(config, generation, listeners, template_end, close_fds(), unmap, old_mask)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    template_end.close()
-    master_end.setblocking(False)
-    return Template(pid, master_end, generation, config, now)
-
-
-def read(template: Template) -> tuple[list[bytes], bool]:
-    """Every queued message from a template, and whether EOF was seen."""
-    messages: list[bytes] = []
-    while True:
-        try:
-            data = template.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return messages, False
-        except OSError:
-            return messages, True
-        if not data:
-            return messages, True
-        messages.append(data)
-
-
-def request_worker(template: Template, slot: int, fds: list[int]) -> int:
-    """Ask a ready template for a worker in `slot` and wait for its pid. Raises OSError
-    (TimeoutError if it does not answer within SPAWN_WAIT: the caller kills it)."""
-    socket.send_fds(template.sock, [b"spawn %d" % slot], fds)
-    deadline = time.monotonic() + SPAWN_WAIT
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"template pid={template.pid} did not fork in {SPAWN_WAIT} s")
-        readable, _, _ = select.select([template.sock], [], [], remaining)
-        if not readable:
-            continue
-        try:
-            reply = template.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            continue
-        if not reply:
-            template.gone = True
-            raise ConnectionError(f"template pid={template.pid} exited")
-        kind, _, rest = reply.partition(b" ")
-        if kind == b"spawned":
-            template.spawned += 1
-            return int(rest)
-        if kind == b"failed":
-            raise OSError(rest.decode("utf-8", "replace"))
-        raise OSError(f"template pid={template.pid} said {reply[:80]!r}")
-
-
-# -- the template process ---------------------------------------------------------------------
-
-def _run(config: Config, generation: int, listeners: list[Listener], sock: socket.socket,
+def run(config: Config, generation: int, listeners: list[Listener], sock: socket.socket,
          close_fds: list[int], unmap: list[mmap.mmap], unblock: set[int]) -> NoReturn:
+    """The whole life of a template. Called in the child right after fork()."""
     code: int = ExitCode.ERROR
     try:
         code = _Template(config, generation, listeners, sock, unblock).main(close_fds, unmap)
