@@ -11,7 +11,6 @@ Rules:
 
 from __future__ import annotations
 
-import difflib
 import os
 import runpy
 import types
@@ -324,6 +323,8 @@ GUNICORN_ONLY = {
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest candidate, or ''."""
+    import difflib  # only on an error: not worth its import at every start
+
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 

@@ -193,8 +193,8 @@ class _Template:
         # send(); there is no event to wait on, so poll getppid() briefly.
         intermediate = os.getppid()
         deadline = time.monotonic() + REPARENT_WAIT
-        while os.getppid() != self.master_pid:
-            if os.getppid() != intermediate or time.monotonic() > deadline:
+        while (parent := os.getppid()) != self.master_pid:  # read once per turn: it moves
+            if parent != intermediate or time.monotonic() > deadline:
                 os._exit(ExitCode.OK)  # the master is gone: nobody will supervise us
             time.sleep(0.0005)
         board = mmap.mmap(board_fd, os.fstat(board_fd).st_size)
