@@ -18,7 +18,6 @@ Rules:
 from __future__ import annotations
 
 import glob
-import json
 import os
 import selectors
 import socket
@@ -110,6 +109,8 @@ def open_endpoint(path: str, sel: selectors.BaseSelector, handle: Handler) -> En
 
 def _answer(handle: Handler) -> Callable[[bytes, bool], bytes | None]:
     def answer(data: bytes, eof: bool) -> bytes | None:
+        import json  # on the first request, not at every start-up
+
         line, newline, _ = data.partition(b"\n")
         if not newline and not eof:
             return None
@@ -146,6 +147,8 @@ class ControlError(Exception):
 
 
 def call(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    import json
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

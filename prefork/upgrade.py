@@ -18,7 +18,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -60,6 +59,8 @@ def start(listeners: list[Listener], pidfile: str | None, env: dict[str, str]) -
         _restore_pidfile(pidfile)
         raise
     if pid == 0:  # the child: become the new master, or die trying
+        import json
+
         try:
             for item in inherit:
                 os.set_inheritable(int(str(item["fd"])), True)
@@ -106,6 +107,8 @@ def inherited() -> list[Listener]:
     spec = os.environ.pop(INHERIT_ENV, None)
     if not spec:
         return []
+    import json  # only in a master started by USR2
+
     listeners = []
     for item in json.loads(spec):
         fd = int(item["fd"])
