@@ -179,10 +179,12 @@ class Server:
         return alive
 
     def workers(self) -> list[psutil.Process]:
-        return [p for p in self.children() if not _is_template(p)]
+        """Children titled as workers. A child that has not set its title yet (it still
+        reads "prefork: master") is not counted: it may be a template about to be."""
+        return [p for p in self.children() if _titled(p, "worker")]
 
     def templates(self) -> list[psutil.Process]:
-        return [p for p in self.children() if _is_template(p)]
+        return [p for p in self.children() if _titled(p, "template")]
 
     def worker_pids(self) -> set[int]:
         return {p.pid for p in self.workers()}
@@ -285,9 +287,9 @@ class Load:
             t.join(DEADLINE)
 
 
-def _is_template(proc: psutil.Process) -> bool:
+def _titled(proc: psutil.Process, role: str) -> bool:
     try:
-        return " ".join(proc.cmdline()).startswith("prefork: template")
+        return " ".join(proc.cmdline()).startswith(f"prefork: {role} ")
     except psutil.NoSuchProcess:
         return False
 
