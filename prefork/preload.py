@@ -44,7 +44,10 @@ from .sockets import Listener
 
 logger = log.logger
 
-SPAWN_WAIT = 5.0  # seconds the master waits for a template to fork a worker
+# Seconds the master waits for a template to fork a worker: two fork()s take milliseconds,
+# even of a large app; a template that takes this long is stopped or wedged, and the
+# master's loop must not stay blocked on it.
+SPAWN_WAIT = 2.0
 RETIRE_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for a template told to go
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 

@@ -154,6 +154,21 @@ def test_a_killed_template_is_replaced_and_workers_keep_serving(servers,
     server.wait_log(r"worker ready slot=\d pid=\d+ generation=1", count=3)
 
 
+def test_a_template_that_does_not_answer_is_replaced(servers, tmp_path: Path) -> None:
+    server = start(servers, tmp_path)
+    assert len(answers(server, 3)) == 1
+    (tpl,) = server.templates()
+    tpl.suspend()  # SIGSTOP: it cannot fork the next worker
+    victim = min(server.worker_pids())
+    psutil.Process(victim).kill()
+    server.wait_log(rf"killing template pid={tpl.pid} generation=1: did not fork a worker "
+                    r"in time")
+    server.wait_log(r"template ready pid=\d+ generation=1", count=2)
+    server.wait_workers(2, exclude={victim})
+    answers(server, 3)  # all 200
+    assert not psutil.pid_exists(tpl.pid) or tpl.status() == psutil.STATUS_ZOMBIE
+
+
 def test_a_killed_master_leaves_no_template_or_worker(servers, tmp_path: Path) -> None:
     server = start(servers, tmp_path, workers=2)
     family = server.children()
