@@ -123,6 +123,7 @@ class HttpConnection:
     def __init__(self, sock: socket.socket, addr: Any, settings: Settings, now: float) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.fd = sock.fileno()
         self.settings = settings
         self.parser = RequestParser(settings.limits)
         self.deadline = now + settings.header_timeout

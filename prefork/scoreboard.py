@@ -105,7 +105,8 @@ class _Record:
         self.i_sum = base + _SUM
         self.started = 0.0
 
-    def start(self, method: str, path: str) -> None:
+    def start(self, method: str, path: str) -> float:
+        """Record the request; returns its start (CLOCK_MONOTONIC), for the caller's beat."""
         m = method.encode("latin-1", "replace")[:METHOD_MAX]
         p = path.encode("utf-8", "backslashreplace")[:PATH_MAX]
         self.started = now = time.monotonic()
@@ -115,6 +116,7 @@ class _Record:
         _REQUEST.pack_into(self.mm, self.offset, now, len(m) | len(p) << 8, m, p)
         self.seq += 1
         q[self.i_seq] = self.seq  # even: consistent
+        return now
 
     def rejected(self, status: int) -> None:
         """A request refused before the app saw it: counted, no duration observed."""
@@ -150,7 +152,7 @@ class Writer:
         self.records = [_Record(mm, self.q, self.d, i) for i in range(slots)]
         self._local = threading.local()
         self._next = itertools.count()  # next() is atomic under the GIL
-        self.start: Callable[[str, str], None] = self._start_threaded
+        self.start: Callable[[str, str], float] = self._start_threaded
         self.end: Callable[[int], None] = self._end_threaded
         self.rejected: Callable[[int], None] = self._rejected_threaded
         if slots == 1:  # the common case pays no thread-local lookup
@@ -166,10 +168,9 @@ class Writer:
             record = self._local.record = self.records[index]
         return record
 
-    def _start_threaded(self, method: str, path: str) -> None:
+    def _start_threaded(self, method: str, path: str) -> float:
         record = self._record()
-        if record is not None:
-            record.start(method, path)
+        return record.start(method, path) if record is not None else time.monotonic()
 
     def _end_threaded(self, status: int) -> None:
         record = self._record()
