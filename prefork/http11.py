@@ -243,6 +243,13 @@ class RequestParser:
             self._buf = bytearray()
             raise
 
+    def skip_end(self) -> None:
+        """After a Request without a body: consume its EndOfMessage without building it
+        (what a server does with every body-less request; next_event() would return it)."""
+        if self._state != _EOM or self._trailers is not None:
+            raise RuntimeError("skip_end() only right after a Request without a body")
+        self._state = _HEAD
+
     # -- state machine -------------------------------------------------------------
 
     def _next(self) -> Event:

@@ -18,7 +18,7 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from . import __version__
@@ -86,7 +86,8 @@ class FileWrapper:
             yield data
 
 
-# environ keys for header names, computed once per distinct name (RFC 3875 §4.1.18 style).
+# environ keys for header names, computed once per distinct name (RFC 3875 §4.1.18 style);
+# "" for Content-Length, whose CONTENT_LENGTH comes from the parsed value.
 _ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": ""}
 _BASE_ENVIRON: dict[str, Any] = {
     "SCRIPT_NAME": "",
@@ -97,53 +98,79 @@ _BASE_ENVIRON: dict[str, Any] = {
     "wsgi.file_wrapper": FileWrapper,
     "wsgi.input_terminated": True,
 }
+# Host header values with a port, split: "example.com:8080" -> ("example.com", "8080").
+_HOST_PORTS: dict[str, tuple[str, str]] = {}
+_CACHE_MAX = 4096  # for caches keyed by what clients or apps choose: bounded
+
+
+def base_environ(url_scheme: str, errors: Any, multithread: bool) -> dict[str, Any]:
+    """The environ keys that are the same for every request a worker serves."""
+    return {**_BASE_ENVIRON, "wsgi.url_scheme": url_scheme, "wsgi.errors": errors,
+            "wsgi.multithread": multithread}
 
 
 def _environ_key(name: str) -> str:
     key = _ENVIRON_KEYS.get(name)
     if key is None:
         key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_ENVIRON_KEYS) < 4096:  # header names are attacker-chosen: bound the cache
+        if len(_ENVIRON_KEYS) < _CACHE_MAX:  # header names are attacker-chosen
             _ENVIRON_KEYS[name] = key
     return key
 
 
-def build_environ(req: Request, wsgi_input: Any, server: Callable[[], tuple[str, str]],
-                  peer: tuple[str, str], url_scheme: str, errors: Any,
-                  trusted_proxy: bool = False) -> dict[str, Any]:
-    """The PEP 3333 environ. `server` (getsockname) is called only when the request
-    names no host, so the common request costs no extra syscall. From a trusted proxy,
-    X-Forwarded-For sets REMOTE_ADDR (its last hop) and X-Forwarded-Proto the scheme."""
+def _server_name(host: str | None, sock: Any) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT: from Host when it names a port, else from the socket
+    (getsockname), with the Host name if there is one."""
+    if host and not host.endswith("]"):
+        name, _, port = host.rpartition(":")
+        if name and port.isdigit():  # (Host passed the parser's ASCII-only grammar)
+            if len(_HOST_PORTS) < _CACHE_MAX:
+                _HOST_PORTS[host] = (name, port)
+            return name, port
+    try:
+        addr = sock.getsockname()
+    except OSError:
+        addr = ("", "")
+    server = (str(addr[0]), str(addr[1])) if isinstance(addr, tuple) else \
+        (str(addr) or "localhost", "")
+    return (host, server[1]) if host else server
+
+
+def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
+                  peer: tuple[str, str], sock: Any, trusted_proxy: bool = False,
+                  ) -> dict[str, Any]:
+    """The PEP 3333 environ, from `base` (base_environ) and the request. The socket's
+    address (getsockname) is asked only when Host names no port, so the common request
+    costs no extra syscall. From a trusted proxy, X-Forwarded-For sets REMOTE_ADDR (its
+    last hop) and X-Forwarded-Proto the scheme."""
     path = req.path
     if "%" in path:
         # PEP 3333: PATH_INFO is the decoded path as a latin-1 "bytes-as-str".
         path = unquote_to_bytes(path).decode("latin-1")
-    environ = _BASE_ENVIRON.copy()
+    environ = base.copy()
     environ["REQUEST_METHOD"] = req.method
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = req.query
     environ["RAW_URI"] = req.target
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0"
     environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
-    environ["wsgi.url_scheme"] = url_scheme
     environ["wsgi.input"] = wsgi_input
-    environ["wsgi.errors"] = errors
+    keys = _ENVIRON_KEYS
     for name, value in req.headers:
-        key = _environ_key(name)
+        key = keys.get(name)
+        if key is None:
+            key = _environ_key(name)
         if not key:
-            environ["CONTENT_LENGTH"] = str(req.content_length)
-        elif key in environ:
+            continue  # Content-Length: below
+        if key in environ:
             environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
         else:
             environ[key] = value
+    if req.content_length is not None:
+        environ["CONTENT_LENGTH"] = str(req.content_length)
     host = req.host
-    name, _, port = host.rpartition(":") if host and not host.endswith("]") else ("", "", "")
-    if name and port.isdigit():
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
-    else:
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = server()
-        if host:
-            environ["SERVER_NAME"] = host
+    server = _HOST_PORTS.get(host) if host else None
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = server or _server_name(host, sock)
     if trusted_proxy:
         forwarded = environ.get("HTTP_X_FORWARDED_FOR")
         if forwarded:
@@ -155,14 +182,25 @@ def build_environ(req: Request, wsgi_input: Any, server: Callable[[], tuple[str,
     return environ
 
 
-# App header tuples seen before, validated: (name, value) -> (lowercased name, wire line).
+# What start_response needs to know about a header beyond its wire line; flags for the
+# two the server would otherwise add itself.
+_OWN_SERVER, _OWN_DATE, _HOP, _LENGTH = 1, 2, 4, 8
+_KINDS: dict[str, int] = {
+    "server": _OWN_SERVER, "date": _OWN_DATE, "content-length": _LENGTH,
+    **{name: _HOP for name in _HOP_BY_HOP},
+}
+_SERVER_LINE = b"Server: " + SERVER + b"\r\n"
+
+# App header tuples seen before, validated: (name, value) -> (wire line, kind, length).
 # Apps send the same few headers on every response; checking each once saves two regex
 # matches and two encodes per header per request. Bounded, since values may vary freely.
-_HEADER_CACHE: dict[tuple[str, str], tuple[str, bytes]] = {}
+_HEADER_CACHE: dict[tuple[str, str], tuple[bytes, int, int]] = {}
 _HEADER_CACHE_MAX = 1024
+# Statuses seen before, validated: "200 OK" -> (200, b"HTTP/1.1 200 OK\r\n").
+_STATUS_CACHE: dict[str, tuple[int, bytes]] = {}
 
 
-def _checked_header(item: Any) -> tuple[str, bytes]:
+def _checked_header(item: Any) -> tuple[bytes, int, int]:
     if not (isinstance(item, tuple) and len(item) == 2):
         raise AppError(f"invalid header {item!r}")
     name, value = item
@@ -173,31 +211,79 @@ def _checked_header(item: Any) -> tuple[str, bytes]:
         line = b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
     except UnicodeEncodeError:
         raise AppError(f"header {name!r} is not latin-1 (PEP 3333)") from None
-    checked = (name.lower(), line)
+    kind = _KINDS.get(name.lower(), 0)
+    length = 0
+    if kind == _LENGTH:
+        digits = value.strip(" \t")  # OWS only: str.strip() would also eat "\xa0"
+        if not _DIGITS.match(digits):
+            raise AppError(f"invalid Content-Length {value!r}")
+        length = int(digits)
+    checked = (line, kind, length)
     if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
         _HEADER_CACHE.clear()
     _HEADER_CACHE[item] = checked
     return checked
 
 
+def _checked_status(status: Any) -> tuple[int, bytes]:
+    if not isinstance(status, str) or not _STATUS.match(status):
+        raise AppError(f"invalid status {status!r}")
+    try:
+        checked = (int(status[:3]), b"HTTP/1.1 %s\r\n" % status.encode("latin-1"))
+    except UnicodeEncodeError:
+        raise AppError(f"status {status!r} is not latin-1 (PEP 3333)") from None
+    if len(_STATUS_CACHE) >= _HEADER_CACHE_MAX:
+        _STATUS_CACHE.clear()
+    _STATUS_CACHE[status] = checked
+    return checked
+
+
+_date_line_cache: tuple[bytes, bytes] = (b"", b"")
+
+
+def _date_line() -> bytes:
+    """b"Date: <http_date()>\\r\\n", rebuilt when the date changes (once a second)."""
+    global _date_line_cache
+    date = http_date()
+    if date is not _date_line_cache[0]:
+        _date_line_cache = (date, b"Date: " + date + b"\r\n")
+    return _date_line_cache[1]
+
+
+class Stopping(Protocol):
+    stopping: bool  # the worker is stopping: this response is the connection's last
+
+
+class Expecting(Protocol):
+    expect: bool  # the client waits for 100 Continue (wsgi.input, body.py)
+
+
 class Response:
     """start_response, the head, and the body framing of one response."""
 
-    def __init__(self, req: Request, send: Callable[[bytes], None], keep_alive: bool) -> None:
+    __slots__ = ("req", "send", "keep_alive", "status", "status_line", "code", "headers",
+                 "own", "length", "head_sent", "chunked", "no_body", "body_bytes", "body",
+                 "worker")
+
+    def __init__(self, req: Request, send: Callable[[bytes], None], keep_alive: bool,
+                 body: Expecting, worker: Stopping) -> None:
         self.req = req
         self.send = send
         self.keep_alive = keep_alive
+        # Asked at head time, when the connection cannot be reused: the request body was
+        # never sent (the client still waits for 100 Continue) or the worker is stopping.
+        self.body = body
+        self.worker = worker
         self.status: str | None = None
+        self.status_line = b""  # b"HTTP/1.1 <status>\r\n"
         self.code = 0
-        self.headers: list[bytes] = []  # the app's header lines, validated, as sent
-        self.app_fields: frozenset[str] = frozenset()  # lowercased names the app sent
+        self.headers = b""  # the app's header lines, validated, as sent
+        self.own = 0  # _OWN_SERVER | _OWN_DATE: the app sent that field itself
         self.length: int | None = None  # Content-Length the app declared
         self.head_sent = False
         self.chunked = False
         self.no_body = req.method == "HEAD"
         self.body_bytes = 0  # body bytes sent (for the access log)
-        # Asked at head time: True when the connection cannot be reused (unread body).
-        self.must_close: Callable[[], bool] = lambda: False
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], None]:
@@ -209,38 +295,38 @@ class Response:
                 exc_info = None  # PEP 3333: avoid the traceback cycle
         elif self.status is not None:
             raise AppError("start_response called twice without exc_info")
-        if not isinstance(status, str) or not _STATUS.match(status):
-            raise AppError(f"invalid status {status!r}")
-        code = int(status[:3])
+        try:
+            code, status_line = _STATUS_CACHE[status]
+        except (KeyError, TypeError):  # TypeError: unhashable, so not a str
+            code, status_line = _checked_status(status)
         clean: list[bytes] = []
-        names: set[str] = set()
+        own = 0
         length = None
         cache = _HEADER_CACHE
         for item in headers:
             try:
-                lname, line = cache[item]
+                line, kind, n = cache[item]
             except (KeyError, TypeError):  # TypeError: unhashable, so not a str pair
-                lname, line = _checked_header(item)
-            if lname in _HOP_BY_HOP:
-                continue
-            if lname == "content-length":
-                if code < 200 or code == 204:
-                    continue  # RFC 9110 §8.6: never in a 1xx or 204 response
-                value = item[1].strip()
-                if not _DIGITS.match(value):
-                    raise AppError(f"invalid Content-Length {item[1]!r}")
-                if length is not None:
-                    # Two lengths would let a client or proxy pick either one: a desync.
-                    if int(value) != length:
-                        raise AppError(f"conflicting Content-Length values in {headers!r}")
-                    continue
-                length = int(value)
-            names.add(lname)
+                line, kind, n = _checked_header(item)
+            if kind:
+                if kind == _HOP:
+                    continue  # framing and persistence are ours
+                if kind == _LENGTH:
+                    if code < 200 or code == 204:
+                        continue  # RFC 9110 §8.6: never in a 1xx or 204 response
+                    if length is not None:
+                        # Two lengths would let a client or proxy pick either: a desync.
+                        if n != length:
+                            raise AppError(f"conflicting Content-Length values in {headers!r}")
+                        continue
+                    length = n
+                else:
+                    own |= kind
             clean.append(line)
-        self.status, self.headers, self.length = status, clean, length
-        self.app_fields = frozenset(names)
-        self.code = code
-        if self.code < 200 or self.code in (204, 304):
+        self.status, self.status_line, self.code = status, status_line, code
+        self.headers = b"".join(clean)
+        self.own, self.length = own, length
+        if code < 200 or code == 204 or code == 304:
             self.no_body = True
         return self.write
 
@@ -249,36 +335,31 @@ class Response:
         if self.status is None:
             raise AppError("the app returned before calling start_response")
         req = self.req
-        framing: list[bytes] = []
-        if self.keep_alive and self.must_close():
+        if self.keep_alive and (self.body.expect or self.worker.stopping):
             self.keep_alive = False
+        framing = b""
         if self.length is None:
             if total is not None and (not self.no_body or (req.method == "HEAD" and total)):
                 # For HEAD, the length of the body the app produced is what GET would send.
                 self.length = total
-                framing.append(b"Content-Length: %d\r\n" % total)
+                framing = b"Content-Length: %d\r\n" % total
             elif self.no_body:
                 pass
             elif req.version >= (1, 1):
                 self.chunked = True
-                framing.append(b"Transfer-Encoding: chunked\r\n")
+                framing = b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # close-delimited (RFC 9112 §6.3 item 8)
         if not self.keep_alive:
-            framing.append(b"Connection: close\r\n")
+            framing += b"Connection: close\r\n"
         elif req.version < (1, 1):
-            framing.append(b"Connection: keep-alive\r\n")
-        lines = [b"HTTP/1.1 ", self.status.encode("latin-1"), b"\r\n"]
-        # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
-        if "server" not in self.app_fields:
-            lines += (b"Server: ", SERVER, b"\r\n")
-        if "date" not in self.app_fields:
-            lines += (b"Date: ", http_date(), b"\r\n")
-        lines += self.headers
-        lines += framing
-        lines.append(b"\r\n")
+            framing += b"Connection: keep-alive\r\n"
         self.head_sent = True
-        return b"".join(lines)
+        # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
+        own = self.own
+        return b"".join((
+            self.status_line, b"" if own & _OWN_SERVER else _SERVER_LINE,
+            b"" if own & _OWN_DATE else _date_line(), self.headers, framing, b"\r\n"))
 
     def write(self, data: bytes) -> None:
         """The write() callable of start_response, and the body path of the iterable."""
