@@ -86,9 +86,9 @@ class FileWrapper:
             yield data
 
 
-# environ keys for header names, computed once per distinct name (RFC 3875 §4.1.18 style);
-# "" for Content-Length, whose CONTENT_LENGTH comes from the parsed value.
-_ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": ""}
+# environ keys for header names, computed once per distinct name (RFC 3875 §4.1.18 style).
+_ENVIRON_KEYS: dict[str, str] = {
+    "content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _BASE_ENVIRON: dict[str, Any] = {
     "SCRIPT_NAME": "",
     "wsgi.version": (1, 0),
@@ -136,6 +136,19 @@ def _server_name(host: str | None, sock: Any) -> tuple[str, str]:
     return (host, server[1]) if host else server
 
 
+def _fields(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """environ keys for header fields, with repeated fields combined into one value
+    (RFC 9110 §5.3; Cookie with "; ", RFC 6265 §5.4)."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        key = _environ_key(name)
+        if key in fields:
+            fields[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            fields[key] = value
+    return fields
+
+
 def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
                   peer: tuple[str, str], sock: Any, trusted_proxy: bool = False,
                   ) -> dict[str, Any]:
@@ -147,30 +160,26 @@ def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
     if "%" in path:
         # PEP 3333: PATH_INFO is the decoded path as a latin-1 "bytes-as-str".
         path = unquote_to_bytes(path).decode("latin-1")
-    environ = base.copy()
-    environ["REQUEST_METHOD"] = req.method
-    environ["PATH_INFO"] = path
-    environ["QUERY_STRING"] = req.query
-    environ["RAW_URI"] = req.target
-    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0"
-    environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
-    environ["wsgi.input"] = wsgi_input
+    headers = req.headers
     keys = _ENVIRON_KEYS
-    for name, value in req.headers:
-        key = keys.get(name)
-        if key is None:
-            key = _environ_key(name)
-        if not key:
-            continue  # Content-Length: below
-        if key in environ:
-            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
-        else:
-            environ[key] = value
-    if req.content_length is not None:
-        environ["CONTENT_LENGTH"] = str(req.content_length)
+    fields = {keys.get(name) or _environ_key(name): value for name, value in headers}
+    if len(fields) != len(headers):
+        fields = _fields(headers)  # a field was repeated
     host = req.host
     server = _HOST_PORTS.get(host) if host else None
-    environ["SERVER_NAME"], environ["SERVER_PORT"] = server or _server_name(host, sock)
+    if server is None:
+        server = _server_name(host, sock)
+    # (One dict display: fewer bytecodes than a store per key. No header maps to one
+    # of these keys: theirs start with HTTP_ or CONTENT_.)
+    environ = {
+        **base, **fields, "REQUEST_METHOD": req.method, "PATH_INFO": path,
+        "QUERY_STRING": req.query, "RAW_URI": req.target,
+        "SERVER_PROTOCOL": "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0",
+        "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1], "SERVER_NAME": server[0],
+        "SERVER_PORT": server[1], "wsgi.input": wsgi_input,
+    }
+    if req.content_length is not None:
+        environ["CONTENT_LENGTH"] = str(req.content_length)  # "005" and "5, 5" are "5"
     if trusted_proxy:
         forwarded = environ.get("HTTP_X_FORWARDED_FOR")
         if forwarded:
