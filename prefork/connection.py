@@ -399,9 +399,10 @@ class HttpConnection:
                         resp.write(chunk)
                 resp.finish()
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            if result.__class__ is not list:  # (a list has no close(): skip the lookup)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
 
     def _send_file(self, wrapper: FileWrapper, resp: Response) -> None:
         """wsgi.file_wrapper over a regular file: the kernel copies it (sendfile(2))."""

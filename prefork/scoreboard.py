@@ -86,6 +86,9 @@ def status_class(status: int) -> int:
     return len(CLASSES) - 1 if status == TCP else 0
 
 
+_CLASS_INDEX = {status: status_class(status) for status in (*range(100, 600), TCP)}
+
+
 # -- the worker side ------------------------------------------------------------------
 
 
@@ -143,18 +146,20 @@ class _Record:
         q[self.i_seq] = self.seq = seq + 1
 
     def end(self, status: int) -> None:
-        duration = time.monotonic() - self.started if self.started else 0.0
+        started = self.started
+        duration = time.monotonic() - started if started else 0.0
         self.started = 0.0
-        q, d, counts, i_classes = self.q, self.d, self.counts, self.i_classes
+        q = self.q
         q[self.i_seq] = seq = self.seq + 1
-        d[self.i_started] = 0.0
-        i = status // 100 if 100 <= status < 600 else status_class(status)
+        self.d[self.i_started] = 0.0
+        counts = self.counts
+        i = _CLASS_INDEX.get(status, 0)
         counts[i] = n = counts[i] + 1
-        q[i_classes + i] = n
+        q[self.i_classes + i] = n
         i = _N_CLASSES + bisect_left(BOUNDS, duration)
         counts[i] = n = counts[i] + 1
-        q[i_classes + i] = n
-        self.total = d[self.i_sum] = self.total + duration
+        q[self.i_classes + i] = n
+        self.total = self.d[self.i_sum] = self.total + duration
         q[self.i_seq] = self.seq = seq + 1
 
 
