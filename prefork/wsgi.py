@@ -68,9 +68,13 @@ _CACHE_MAX = 4096  # for caches keyed by what clients or apps choose: bounded
 
 
 def base_environ(url_scheme: str, errors: Any, multithread: bool) -> dict[str, Any]:
-    """The environ keys that are the same for every request a worker serves."""
+    """The environ keys that are the same for every request a worker serves, and a
+    placeholder for each key every request sets: a copy of this dict then has room for
+    them all, and setting them replaces values instead of growing (rehashing) the dict."""
     return {**_BASE_ENVIRON, "wsgi.url_scheme": url_scheme, "wsgi.errors": errors,
-            "wsgi.multithread": multithread}
+            "wsgi.multithread": multithread, "REQUEST_METHOD": "", "PATH_INFO": "",
+            "QUERY_STRING": "", "RAW_URI": "", "SERVER_PROTOCOL": "", "REMOTE_ADDR": "",
+            "REMOTE_PORT": "", "SERVER_NAME": "", "SERVER_PORT": "", "wsgi.input": None}
 
 
 def _environ_key(name: str) -> str:
@@ -133,16 +137,16 @@ def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
     server = _HOST_PORTS.get(host) if host else None
     if server is None:
         server = _server_name(host, sock)
-    # (A copy, a merge and one more merge of a dict display: the fastest of the ways
-    # measured. No header maps to one of these keys: theirs start with HTTP_ or CONTENT_.)
-    environ = base | fields
-    environ.update({
-        "REQUEST_METHOD": req.method, "PATH_INFO": path, "QUERY_STRING": req.query,
-        "RAW_URI": req.target,
-        "SERVER_PROTOCOL": "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0",
-        "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1], "SERVER_NAME": server[0],
-        "SERVER_PORT": server[1], "wsgi.input": wsgi_input,
-    })
+    environ = base.copy()  # (the fastest of the ways measured: see base_environ)
+    environ["REQUEST_METHOD"] = req.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = req.query
+    environ["RAW_URI"] = req.target
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0"
+    environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = server
+    environ["wsgi.input"] = wsgi_input
+    environ.update(fields)  # (their keys start with HTTP_ or CONTENT_: no clash)
     if req.content_length is not None:
         environ["CONTENT_LENGTH"] = str(req.content_length)  # "005" and "5, 5" are "5"
     if trusted_proxy and fields:
