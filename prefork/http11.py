@@ -162,6 +162,7 @@ _RequestLine = tuple[str, str, str, str, tuple[int, int], str | None]
 # Bound methods of the hot-path patterns (one lookup less per request).
 _match_request_line: Final = _r.REQUEST_LINE_AT.match
 _field_lines: Final = _r.FIELD_LINES.findall
+_NOT_A_FIELD_LINE: Final = _r.NOT_A_FIELD_LINE
 _known_name: Final = _r.FIELD_NAMES.get
 
 
@@ -377,11 +378,10 @@ class RequestParser:
             return self._head_lines()
         i = m.end()
         limits = self._limits
-        nlines = buf.count(b"\r\n", i, end)
-        if i > limits.request_line or end - i > limits.field_size or nlines > limits.fields:
+        if i > limits.request_line or end - i > limits.field_size:
             return self._head_lines()
-        pairs = _field_lines(buf, i, end)
-        if len(pairs) != nlines:
+        pairs = _field_lines(buf, i, end)  # one per CRLF, NOT_A_FIELD_LINE if not valid
+        if len(pairs) > limits.fields or _NOT_A_FIELD_LINE in pairs:
             return self._head_lines()
         method, target, version = m.groups()
         if target[0] == _SLASH and version == b"HTTP/1.1" and method != b"CONNECT":
