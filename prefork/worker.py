@@ -93,6 +93,10 @@ _MASTER, _SIGNAL = "master", "signal"
 # burst while its siblings sleep (each new connection also wakes an idle sibling).
 ACCEPT_BATCH = 8
 _EPOLLEXCLUSIVE: int = getattr(select, "EPOLLEXCLUSIVE", 0)
+# A listener as the loop accepts on it: socket.accept() without its per-call cost (the
+# family and type properties convert to enums each time): the C accept (accept4(2) with
+# SOCK_CLOEXEC, as socket.accept uses) and what the new socket object is built with.
+_Listening = tuple[Callable[[], tuple[int, Any]], int, int, int]
 
 
 def _set_parent_death_signal(sig: int) -> None:
@@ -338,13 +342,14 @@ class Worker:
             else:
                 self._watch(conn)
 
-    def _accept(self, listener: socket.socket, handler: Handler) -> None:
+    def _accept(self, listening: _Listening, handler: Handler) -> None:
         """Accept what waits, up to ACCEPT_BATCH connections per wake-up. Each new
         connection is read at once (its request usually came with the handshake) and,
         in a sync worker, served before the next accept."""
+        accept, family, kind, proto = listening
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, addr = listener.accept()
+                fd, addr = accept()
             except BlockingIOError:
                 return  # the queue is empty, or a sibling won the race
             except OSError as exc:
@@ -354,6 +359,7 @@ class Worker:
                     logger.error("accept(): %s; pausing accepts for 0.5 s", exc.strerror)
                     self._pause_accepts(time.monotonic() + 0.5)
                 return  # ECONNABORTED and friends: the client is already gone
+            sock = socket.socket(family, kind, proto, fileno=fd)
             conn = handler(sock, addr, time.monotonic())
             if conn is not None:
                 self._watch(conn)
@@ -376,7 +382,9 @@ class Worker:
         for listener in self.ctx.listeners:
             fd = listener.sock.fileno()
             if want:
-                self.tags[fd] = listener.sock
+                sock = listener.sock
+                self.tags[fd] = (sock._accept,  # type: ignore[attr-defined]
+                                 int(sock.family), int(sock.type), sock.proto)
                 self._register_listener(fd)
             else:
                 del self.tags[fd]
