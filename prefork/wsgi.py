@@ -185,10 +185,13 @@ class Response:
         self.body = body
         self.worker = worker
         self.status: str | None = None
-        self.status_line = b""  # b"HTTP/1.1 <status>\r\n"
+        # start_response sets status_line (b"HTTP/1.1 <status>\r\n"), headers (the app's
+        # header lines, validated, as sent) and own (heads.OWN_SERVER | OWN_DATE: the app
+        # sent that field itself); they are read only once status is set.
+        self.status_line: bytes
+        self.headers: bytes
+        self.own: int
         self.code = 0
-        self.headers = b""  # the app's header lines, validated, as sent
-        self.own = 0  # heads.OWN_SERVER | OWN_DATE: the app sent that field itself
         self.length: int | None = None  # Content-Length the app declared
         self.head_sent = False
         self.chunked = False
