@@ -168,7 +168,7 @@ class Worker:
         self.beat = WorkerBeat(ctx.channel, min(timeout / 4, 1.0) if timeout else 1.0)
         self.ep = select.epoll()
         self.conns: dict[int, Conn] = {}  # fd -> connection waiting for bytes
-        self.tags: dict[int, Any] = {}  # fd -> _MASTER, _SIGNAL, or a listening socket
+        self.tags: dict[int, Any] = {}  # fd -> _MASTER, _SIGNAL, or a listener (_Listening)
         # The earliest deadline among self.conns, or later: a scan of the connections
         # runs only when it passes, so a request costs one comparison, not a heap push.
         self.next_check = math.inf
