@@ -8,12 +8,18 @@ object of a real worker parses it, runs examples/hello.py and sends the response
 client reads it. Reported: process CPU time per request (both sides), which shared-machine
 noise affects less than wall time. --profile prints the cProfile top 25.
 
---worker: a forked child runs a real worker (worker.run: its selector loop, heartbeat,
+--worker: a forked child runs a real worker (worker.run: its epoll loop, heartbeat,
 scoreboard) on a loopback listener, with the same app; this process is the client, one
 request at a time, and reports the *worker's* CPU time per request (from
 /proc/PID/stat, so best with many requests) for three scenarios: keep-alive on one
 connection, `Connection: close` (a new connection per request), and keep-alive over
 --conns connections sent in bursts (several ready sockets per wake-up, as under wrk).
+
+--once SCENARIO N (keep-alive, close or x10): the same worker serves N requests of one
+scenario, untimed, and the worker's pid is printed. Under callgrind, the worker's
+instruction count (user space) is the same from run to run, unlike CPU time on a shared
+machine; the difference of two runs over the difference of their N is the count per
+request (RESULTS.md shows the commands).
 """
 
 from __future__ import annotations
@@ -190,5 +196,31 @@ def in_worker() -> None:
         os.waitpid(pid, 0)
 
 
+def once(scenario: str, n: int) -> None:
+    """Serve `n` requests of one scenario (keep-alive, close, x10), untimed, and print the
+    worker's pid: for counting instructions, which a shared machine does not disturb."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    listener.setblocking(False)
+    addr = listener.getsockname()
+    pid, channel = _spawn_worker(listener)
+    try:
+        if scenario == "keep-alive":
+            _keepalive(addr, n, channel)
+        elif scenario == "close":
+            _close(addr, n, channel)
+        else:
+            _burst(addr, n, channel, 10)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    print(pid)
+
+
 if __name__ == "__main__":
-    in_worker() if "--worker" in sys.argv else in_process()
+    if "--once" in sys.argv:
+        at = sys.argv.index("--once")
+        once(sys.argv[at + 1], int(sys.argv[at + 2]))
+    elif "--worker" in sys.argv:
+        in_worker()
+    else:
+        in_process()
