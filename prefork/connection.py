@@ -25,29 +25,27 @@ import select
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import log
+from .body import NO_BODY, Input
 from .config import Config
-from .http11 import (
-    CLOSED,
-    NEED_DATA,
-    Data,
-    EndOfMessage,
-    Limits,
-    ProtocolError,
-    Request,
-    RequestParser,
+from .http11 import CLOSED, NEED_DATA, Limits, ProtocolError, Request, RequestParser
+from .wsgi import (
+    AppError,
+    FileWrapper,
+    Response,
+    base_environ,
+    build_environ,
+    error_response,
 )
-from .wsgi import AppError, FileWrapper, Response, build_environ, error_response
 
 logger = log.logger
 ERRORS = log.ErrorsStream()  # wsgi.errors: follows the error log across USR1 reopens
 
 LINGER = 1.0  # seconds to discard input after an error response before closing
-DRAIN_LIMIT = 65536  # unread body bytes we read and discard to keep a connection alive
 RECV_SIZE = 65536
 
 
@@ -86,6 +84,7 @@ class Settings:
     access_format: str | None
     # Threaded worker: hand a connection with a complete request head to a pool thread.
     dispatch: Callable[[HttpConnection, Callable[[], None]], None] | None = None
+    environ: dict[str, Any] | None = None  # the environ keys every request shares
 
 
 def _trusted(config: Config) -> tuple[frozenset[str], bool]:
@@ -108,7 +107,7 @@ def make_handler(app: Any, config: Config, worker: WorkerState,
         keepalive=config.keepalive, header_timeout=config.header_timeout or 3600.0,
         io_timeout=config.header_timeout or 30.0, trusted=trusted, trust_all=trust_all,
         access_format=config.access_log_format if log.access_enabled() else None,
-        dispatch=dispatch)
+        dispatch=dispatch, environ=base_environ("http", ERRORS, dispatch is not None))
 
     def accepted(sock: socket.socket, addr: Any, now: float) -> HttpConnection | None:
         conn = HttpConnection(sock, addr, settings, now)
@@ -120,9 +119,13 @@ def make_handler(app: Any, config: Config, worker: WorkerState,
 
 
 class HttpConnection:
+    __slots__ = ("sock", "fd", "settings", "parser", "deadline", "lingering", "closed", "busy",
+                 "served", "peer", "trusted")
+
     def __init__(self, sock: socket.socket, addr: Any, settings: Settings, now: float) -> None:
         sock.setblocking(False)
         self.sock = sock
+        self.fd = sock.fileno()
         self.settings = settings
         self.parser = RequestParser(settings.limits)
         self.deadline = now + settings.header_timeout
@@ -143,10 +146,7 @@ class HttpConnection:
         # A fresh connection is not idle: its client connected to send a request, and a
         # graceful stop that dropped it would lose that request (its header deadline
         # still bounds how long it can keep a stopping worker).
-        return self.served and self._between_requests()
-
-    def _between_requests(self) -> bool:
-        return not self.lingering and not self.parser.in_request and not self.parser.buffered
+        return self.served and not self.lingering and not self.parser.in_request
 
     def close(self) -> None:
         if not self.closed:
@@ -174,10 +174,11 @@ class HttpConnection:
             if not data:
                 self.close()
             return not self.closed
-        if data and self._between_requests():
+        parser = self.parser
+        if data and not parser.in_request:
             self.deadline = now + self.settings.header_timeout  # a new head begins
-        self.parser.feed(data)
-        return self._process(now, inline=self.settings.dispatch is None)
+        parser.feed(data)
+        return self._process(now, self.settings.dispatch is None)
 
     def _serve_in_thread(self, req: Request) -> None:
         """Pool thread: serve `req` and any pipelined requests behind it, then return."""
@@ -189,39 +190,47 @@ class HttpConnection:
     def _process(self, now: float, inline: bool = True) -> bool:
         """Parse and serve what is buffered. In a threaded worker's main thread
         (inline=False) a complete request is handed to a pool thread instead."""
+        parser = self.parser
+        settings = self.settings
         while True:
             try:
-                event = self.parser.next_event()
+                event = parser.next_event()
             except ProtocolError as exc:
-                self.settings.worker.on_rejected(exc.status)
+                settings.worker.on_rejected(exc.status)
                 return self._fail(exc.status, exc.reason, now)
+            if event.__class__ is Request:
+                if not inline:
+                    assert settings.dispatch is not None
+                    settings.dispatch(self, functools.partial(self._serve_in_thread, event))
+                    return True
+                if not self._serve(event):
+                    return not self.closed
+                now = time.monotonic()
+                if not parser.in_request:
+                    return self._keep_alive(now)  # the usual case: nothing pipelined
+                self.deadline = now + settings.header_timeout  # a pipelined request
+                continue
             if event is NEED_DATA:
-                if not self.parser.in_request:
-                    if self.settings.worker.stopping or not self.settings.keepalive:
-                        self.close()
-                        return False
-                    self.deadline = now + self.settings.keepalive
-                return True
+                return self._keep_alive(now) if not parser.in_request else True
             if event is CLOSED:
                 self.close()
                 return False
-            if not isinstance(event, Request):  # cannot happen: bodies are read in _serve
-                return self._fail(400, "unexpected body", now)
-            if not inline:
-                assert self.settings.dispatch is not None
-                self.settings.dispatch(self, functools.partial(self._serve_in_thread, event))
-                return True
-            if not self._serve(event):
-                return not self.closed
-            now = time.monotonic()
-            if self.parser.buffered:
-                self.deadline = now + self.settings.header_timeout
+            return self._fail(400, "unexpected body", now)  # cannot happen: see _serve
+
+    def _keep_alive(self, now: float) -> bool:
+        """Between requests: wait up to --keep-alive for the next one, or close now."""
+        settings = self.settings
+        if settings.worker.stopping or not settings.keepalive:
+            self.close()
+            return False
+        self.deadline = now + settings.keepalive
+        return True
 
     def _fail(self, status: int, reason: str, now: float) -> bool:
         """Answer a protocol error, then close lingering; the app never sees the request."""
         logger.debug("protocol error peer=%s status=%d reason=%s", self.peer[0], status, reason)
         try:
-            self._send(error_response(status, reason))
+            self.send(error_response(status, reason))
         except ClientError:
             self.close()
             return False
@@ -242,7 +251,7 @@ class HttpConnection:
         self.deadline = now + LINGER
         return True
 
-    def _close_after(self, body: Input) -> None:
+    def _close_after(self, body: Input | Any) -> None:
         """The response is out and the connection ends: linger if a body may still come."""
         if body.done:
             self.close()
@@ -252,17 +261,19 @@ class HttpConnection:
     def _serve(self, req: Request) -> bool:
         """Run the app for one request. True: the connection may carry another request."""
         settings = self.settings
-        settings.worker.on_request(req.method, req.path)
+        worker = settings.worker
+        worker.on_request(req.method, req.path)
         self.served = True
-        started = time.time()
-        body = Input(self, req)
-        keep_alive = req.keep_alive and settings.keepalive > 0 and not settings.worker.stopping
-        resp = Response(req, self._send, keep_alive)
-        resp.must_close = lambda: body.expect or settings.worker.stopping
-        environ = build_environ(req, body, self._server_addr, self.peer, "http",
-                                ERRORS, self.trusted)
-        if settings.dispatch is not None:
-            environ["wsgi.multithread"] = True
+        if req.chunked or req.content_length:
+            body: Input | Any = Input(self, req)
+        else:
+            self.parser.skip_end()  # its EndOfMessage: there is nothing to stream
+            body = NO_BODY
+        resp = Response(req, self.send, req.keep_alive and settings.keepalive > 0
+                        and not worker.stopping, body, worker)
+        environ = build_environ(req, body, settings.environ, self.peer,  # type: ignore[arg-type]
+                                self.sock, self.trusted)
+        started = time.time() if settings.access_format is not None else 0.0
         try:
             self._run_app(environ, resp)
         except ClientError as exc:
@@ -270,7 +281,7 @@ class HttpConnection:
             if isinstance(exc, BodyTimeout) and not resp.head_sent:
                 resp.code = 408  # NOTES §3.2 item 2
                 try:
-                    self._send(error_response(408, "request body not received in time"))
+                    self.send(error_response(408, "request body not received in time"))
                 except ClientError:
                     pass
             self.close()
@@ -287,21 +298,21 @@ class HttpConnection:
             if not resp.head_sent:
                 resp.code = 500
                 try:
-                    self._send(error_response(500, "the application failed"))
+                    self.send(error_response(500, "the application failed"))
                 except ClientError:
                     self.close()
                     return False
             self._close_after(body)
             return False
         finally:
-            settings.worker.on_request_end(resp.code)
+            worker.on_request_end(resp.code)
             if settings.access_format is not None:
                 log.access(settings.access_format, environ, req, resp.code, resp.body_bytes,
                            time.time() - started)
-        if not resp.keep_alive or not body.drain():
-            self._close_after(body)
-            return False
-        return True
+        if resp.keep_alive and (body.done or body.drain()):
+            return True
+        self._close_after(body)
+        return False
 
     # -- socket I/O: the socket stays non-blocking; we wait only when the kernel says so --
 
@@ -320,7 +331,7 @@ class HttpConnection:
                 raise BodyTimeout("timed out reading the request body")
             raise ClientError("timed out sending the response")
 
-    def _send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         """Send all of `data`; a failure here is the client's (ClientError), not the app's."""
         sock = self.sock
         try:
@@ -341,7 +352,7 @@ class HttpConnection:
             except OSError as exc:
                 raise ClientError(f"send: {exc}") from exc
 
-    def _recv(self) -> bytes:
+    def recv_body(self) -> bytes:
         """Read body bytes, waiting (with the idle timeout) while none are there."""
         while True:
             try:
@@ -374,9 +385,12 @@ class HttpConnection:
             # A list is sent whole with its length, unless write() already sent a head.
             if (isinstance(result, (list, tuple)) and resp.status is not None
                     and not resp.head_sent):
-                if not all(isinstance(x, bytes) for x in result):
-                    raise AppError("the app returned a non-bytes item")
-                resp.send_whole(result, sum(map(len, result)))
+                total = 0
+                for item in result:  # (a loop: a generator in all() costs a frame)
+                    if not isinstance(item, bytes):
+                        raise AppError("the app returned a non-bytes item")
+                    total += len(item)
+                resp.send_whole(result, total)
             elif isinstance(result, FileWrapper) and result.fileno() is not None:
                 self._send_file(result, resp)
             else:
@@ -385,9 +399,10 @@ class HttpConnection:
                         resp.write(chunk)
                 resp.finish()
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            if result.__class__ is not list:  # (a list has no close(): skip the lookup)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
 
     def _send_file(self, wrapper: FileWrapper, resp: Response) -> None:
         """wsgi.file_wrapper over a regular file: the kernel copies it (sendfile(2))."""
@@ -401,115 +416,8 @@ class HttpConnection:
                 # the body, or the next response would be read as the missing bytes.
                 resp.keep_alive = False
             size = min(size, resp.length)
-        self._send(resp._head(size))
+        self.send(resp._head(size))
         if not resp.no_body and size:
             resp.body_bytes = self._sendfile(fd, offset, size)
             if resp.body_bytes < size:
                 resp.keep_alive = False  # the file shrank while we sent it: same reason
-
-    # -- environ pieces -------------------------------------------------------------------
-
-    def _server_addr(self) -> tuple[str, str]:
-        """SERVER_NAME and SERVER_PORT from the socket, for requests that name no host."""
-        try:
-            name = self.sock.getsockname()
-        except OSError:
-            return ("", "")
-        if isinstance(name, tuple):
-            return (str(name[0]), str(name[1]))
-        return (str(name) or "localhost", "")
-
-
-class Input:
-    """wsgi.input: the request body, streamed from the parser as the app reads it."""
-
-    def __init__(self, conn: HttpConnection, req: Request) -> None:
-        self.conn = conn
-        self.buf = bytearray()
-        self.done = not req.chunked and not req.content_length
-        self.expect = req.expect_continue and not self.done
-        if self.done:
-            self._take_end()
-
-    def _take_end(self) -> None:
-        """A request with no body: consume its EndOfMessage now."""
-        event = self.conn.parser.next_event()
-        assert isinstance(event, EndOfMessage), event
-
-    def _pull(self) -> bool:
-        """Move more body bytes into buf; False at the end of the body."""
-        if self.done:
-            return False
-        conn = self.conn
-        if self.expect:
-            self.expect = False
-            # RFC 9110 §10.1.1: the client may wait for this before sending the body.
-            conn._send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        while True:
-            event = conn.parser.next_event()
-            if isinstance(event, Data):
-                self.buf += event.data
-                return True
-            if isinstance(event, EndOfMessage):
-                self.done = True
-                return False
-            conn.parser.feed(conn._recv())
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            while self._pull():
-                pass
-            out = bytes(self.buf)
-            self.buf.clear()
-            return out
-        while len(self.buf) < size and self._pull():
-            pass
-        out = bytes(self.buf[:size])
-        del self.buf[:size]
-        return out
-
-    def readline(self, size: int | None = -1) -> bytes:
-        limit = size if size is not None and size >= 0 else None
-        while True:
-            end = self.buf.find(b"\n")
-            if end >= 0 or (limit is not None and len(self.buf) >= limit) or not self._pull():
-                break
-        end = self.buf.find(b"\n")
-        n = end + 1 if end >= 0 else len(self.buf)
-        if limit is not None:
-            n = min(n, limit)
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines, total = [], 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            line = self.readline()
-            if not line:
-                return
-            yield line
-
-    def drain(self) -> bool:
-        """After the response: discard the unread body. False: close instead."""
-        if self.done:
-            return True
-        if self.expect:
-            return False  # the client never got its 100: the body is not coming
-        budget = DRAIN_LIMIT - len(self.buf)
-        self.buf.clear()
-        try:
-            while budget >= 0 and self._pull():
-                budget -= len(self.buf)
-                self.buf.clear()
-        except (ProtocolError, OSError):
-            return False
-        return self.done

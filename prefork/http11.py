@@ -150,12 +150,19 @@ _SLASH: Final = 47
 _COMMA: Final = 44
 _UNDERSCORE: Final = 95  # an int: `int in bytes` is ~10x faster than `bytes in bytes`
 
+# Host values that passed HOST (never ""), shared by every connection of the process:
+# clients repeat the same few on every request, so each is matched once. Bounded, since
+# a client may send any number of distinct valid values.
+_valid_hosts: set[str] = set()
+_VALID_HOSTS_MAX: Final = 1024
+
 # method, target, path, query, version, authority (absolute-form only)
 _RequestLine = tuple[str, str, str, str, tuple[int, int], str | None]
 
 # Bound methods of the hot-path patterns (one lookup less per request).
 _match_request_line: Final = _r.REQUEST_LINE_AT.match
 _field_lines: Final = _r.FIELD_LINES.findall
+_NOT_A_FIELD_LINE: Final = _r.NOT_A_FIELD_LINE
 _known_name: Final = _r.FIELD_NAMES.get
 
 
@@ -164,7 +171,7 @@ class RequestParser:
 
     __slots__ = (
         "_limits", "_buf", "_state", "_eof", "_error", "_scan", "_skipped", "_reqline",
-        "_headers", "_nfields", "_remaining", "_total", "_trailers", "_host_ok",
+        "_headers", "_nfields", "_remaining", "_total", "_trailers",
     )
 
     def __init__(self, limits: Limits | None = None) -> None:
@@ -185,9 +192,6 @@ class RequestParser:
         self._remaining = 0
         self._total = 0
         self._trailers: list[tuple[str, str]] | None = None
-        # The last Host value on this connection that passed HOST (never ""): clients
-        # repeat it on every keep-alive request, so it is validated once.
-        self._host_ok: str | None = None
 
     # -- public API --------------------------------------------------------------
 
@@ -211,7 +215,9 @@ class RequestParser:
     def in_request(self) -> bool:
         """True from the first byte of a request head (skipped CRLFs aside) until the
         next_event() that returns its EndOfMessage."""
-        return self._state != _HEAD or self._reqline is not None or len(self._buf) > 0
+        if self._buf or self._reqline is not None:
+            return True
+        return self._state != _HEAD
 
     def next_event(self) -> Event:
         """The next event, NEED_DATA, or CLOSED (clean EOF between requests).
@@ -242,6 +248,13 @@ class RequestParser:
             self._error = exc
             self._buf = bytearray()
             raise
+
+    def skip_end(self) -> None:
+        """After a Request without a body: consume its EndOfMessage without building it
+        (what a server does with every body-less request; next_event() would return it)."""
+        if self._state != _EOM or self._trailers is not None:
+            raise RuntimeError("skip_end() only right after a Request without a body")
+        self._state = _HEAD
 
     # -- state machine -------------------------------------------------------------
 
@@ -365,11 +378,10 @@ class RequestParser:
             return self._head_lines()
         i = m.end()
         limits = self._limits
-        nlines = buf.count(b"\r\n", i, end)
-        if i > limits.request_line or end - i > limits.field_size or nlines > limits.fields:
+        if i > limits.request_line or end - i > limits.field_size:
             return self._head_lines()
-        pairs = _field_lines(buf, i, end)
-        if len(pairs) != nlines:
+        pairs = _field_lines(buf, i, end)  # one per CRLF, NOT_A_FIELD_LINE if not valid
+        if len(pairs) > limits.fields or _NOT_A_FIELD_LINE in pairs:
             return self._head_lines()
         method, target, version = m.groups()
         if target[0] == _SLASH and version == b"HTTP/1.1" and method != b"CONNECT":
@@ -499,10 +511,9 @@ class RequestParser:
         """The head is valid line by line: check the special fields, pick the framing."""
         method, target, path, query, version, authority = reqline
         host: str | None = None
-        hosts = 0
+        hosts = ctypes = 0
         cl: int | None = None
         codings: list[bytes] | None = None
-        ctypes = 0
         close = keep_alive = expect = False
         special = _r.SPECIAL_FIELDS
         for name, text in headers:
@@ -547,15 +558,19 @@ class RequestParser:
             else:
                 ctypes += 1
         # RFC 9112 §3.2: missing (1.1), repeated or invalid Host -> 400.
-        if hosts > 1:
-            raise ProtocolError(400, "duplicate Host")
-        if host is not None:
-            # (A value that already passed HOST on this connection needs no second match.)
-            if host != self._host_ok and (host or authority is None):
+        v11 = version == _V11
+        if hosts == 1:
+            assert host is not None
+            # (A value that passed HOST before needs no second match: clients repeat it.)
+            if host not in _valid_hosts and (host or authority is None):
                 if not _r.valid_host(host.encode("latin-1")):
                     raise ProtocolError(400, "invalid Host")
-                self._host_ok = host
-        elif version == _V11:
+                if len(_valid_hosts) >= _VALID_HOSTS_MAX:
+                    _valid_hosts.clear()
+                _valid_hosts.add(host)
+        elif hosts:
+            raise ProtocolError(400, "duplicate Host")
+        elif v11:
             raise ProtocolError(400, "missing Host")
         if authority is not None:
             host = authority  # §3.2.2: absolute-form wins over Host
@@ -563,7 +578,7 @@ class RequestParser:
             raise ProtocolError(400, "duplicate Content-Type")  # RFC 9110 §5.3
         chunked = False
         if codings is not None:
-            if version == _V10:
+            if not v11:
                 raise ProtocolError(400, "Transfer-Encoding in HTTP/1.0")  # §6.1
             if cl is not None:
                 raise ProtocolError(400, "both Transfer-Encoding and Content-Length")  # §6.1
@@ -573,25 +588,21 @@ class RequestParser:
             if len(codings) > 1:
                 raise ProtocolError(501, "unsupported transfer coding")
             chunked = True
-        body = self._limits.body
-        if cl is not None and body and cl > body:
-            raise ProtocolError(413, "request body too large")
-        # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
-        # RFC 9110 §10.1.1: a 1.0 client never waits for 100 Continue.
-        v11 = version == _V11
-        if chunked:
             self._state = _CHUNK_SIZE
             self._total = 0
         elif cl:
+            body = self._limits.body
+            if body and cl > body:
+                raise ProtocolError(413, "request body too large")
             self._state = _BODY
             self._remaining = cl
         else:
             self._state = _EOM
         self._scan = 0
         self._skipped = 0
+        # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
+        # RFC 9110 §10.1.1: a 1.0 client never waits for 100 Continue.
         return Request(
             method, target, path, query, version, headers, host, cl, chunked,
             not close and (v11 or keep_alive), expect and v11,
         )
-
-

@@ -58,16 +58,21 @@ FIELD_LINE: Final = re.compile(
 )
 
 # The same field-line grammar for a whole header block in one findall: a match starts
-# at a CRLF and must end right before the next CRLF (or the end of the head), so it
-# covers exactly one line; the block is valid iff every CRLF starts a match. The value
-# group backtracks from the end of the line to its last field-vchar, so trailing OWS is
-# left out without a second pass; once it has matched, it is atomic ("?+"), which keeps
-# a failing line linear. Names with "_" don't match here: the per-line path drops them.
+# at a CRLF and, when the line is valid, ends right before the next CRLF (or the end of
+# the head), so it covers exactly one line. A line that is not valid matches the empty
+# alternative instead (just its CRLF; groups b"", which no valid line gives, since a
+# name is never empty), so every CRLF starts exactly one match (neither name nor value
+# can hold a CR or LF) and the block is valid iff no match is (b"", b""): no separate
+# count of the CRLFs is needed. The value group backtracks from the end of the line to
+# its last field-vchar, so trailing OWS is left out without a second pass; once it has
+# matched, it is atomic ("?+"), which keeps a failing line linear. Names with "_" don't
+# match here: the per-line path drops them.
 _TOKEN_NO_UNDERSCORE: Final = rb"[!#$%&'*+.^`|~0-9A-Za-z-]+"
 FIELD_LINES: Final = re.compile(
-    rb"\r\n(" + _TOKEN_NO_UNDERSCORE + rb"):[ \t]*+((?:[\t\x20-\x7e\x80-\xff]*" + _FVCHAR
-    + rb")?+)[ \t]*+(?=\r\n|\Z)"
+    rb"\r\n(?:(" + _TOKEN_NO_UNDERSCORE + rb"):[ \t]*+((?:[\t\x20-\x7e\x80-\xff]*" + _FVCHAR
+    + rb")?+)[ \t]*+(?=\r\n|\Z)|)"
 )
+NOT_A_FIELD_LINE: Final = (b"", b"")  # what FIELD_LINES gives for a line that is not valid
 
 # RFC 9110 §8.6: Content-Length = 1*DIGIT; a list of identical values is tolerated.
 CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,18}(?>(?:[ \t]*,[ \t]*[0-9]{1,18})*)")

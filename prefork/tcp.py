@@ -27,6 +27,7 @@ class TcpJob:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
         self.deadline = 0.0
         self.busy = False
         self.closed = False

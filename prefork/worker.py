@@ -5,7 +5,7 @@ Rules:
   can never fall back into the master's loop.
 - First close every descriptor the master owns (other workers' channel ends, the master's
   self-pipe and selector): a sibling holding our master's end open would hide its death.
-- One selector holds the listeners, the heartbeat channel, the worker's own signal pipe
+- One epoll set holds the listeners, the heartbeat channel, the worker's own signal pipe
   and every connection waiting for bytes; the app is called only once a whole request
   head is in hand, so an idle or trickling client never pins the worker.
 - The worker beats at least every `beat_interval` while idle and at the start of each
@@ -21,7 +21,7 @@ import math
 import mmap
 import os
 import random
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -49,9 +49,10 @@ logger = log.logger
 
 
 class Conn(Protocol):
-    """One client connection parked in the worker's selector (see connection.py)."""
+    """One client connection parked in the worker's poller (see connection.py)."""
 
     sock: socket.socket
+    fd: int  # sock.fileno() while open (the poller's key)
     deadline: float
     busy: bool  # handed to a request thread; set and cleared by the worker's main thread
     closed: bool
@@ -86,7 +87,16 @@ class Context:
     unmap: list[mmap.mmap] = field(default_factory=list)  # the siblings' boards
 
 
-_ACCEPT, _MASTER, _SIGNAL = "accept", "master", "signal"
+_MASTER, _SIGNAL = "master", "signal"
+# Connections accepted per wake-up of a listener: enough to save most epoll_wait calls
+# under a burst of short connections, few enough that one worker does not take a whole
+# burst while its siblings sleep (each new connection also wakes an idle sibling).
+ACCEPT_BATCH = 8
+_EPOLLEXCLUSIVE: int = getattr(select, "EPOLLEXCLUSIVE", 0)
+# A listener as the loop accepts on it: socket.accept() without its per-call cost (the
+# family and type properties convert to enums each time): the C accept (accept4(2) with
+# SOCK_CLOEXEC, as socket.accept uses) and what the new socket object is built with.
+_Listening = tuple[Callable[[], tuple[int, Any]], int, int, int]
 
 
 def set_parent_death_signal(sig: int) -> None:
@@ -156,8 +166,9 @@ class Worker:
                              if self.config.max_requests else 0)
         timeout = self.config.timeout
         self.beat = WorkerBeat(ctx.channel, min(timeout / 4, 1.0) if timeout else 1.0)
-        self.sel = selectors.DefaultSelector()
-        self.conns: set[Conn] = set()
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}  # fd -> connection waiting for bytes
+        self.tags: dict[int, Any] = {}  # fd -> _MASTER, _SIGNAL, or a listener (_Listening)
         # The earliest deadline among self.conns, or later: a scan of the connections
         # runs only when it passes, so a request costs one comparison, not a heap push.
         self.next_check = math.inf
@@ -266,15 +277,17 @@ class Worker:
         """Called by a connection as each request starts: count, beat, maybe retire.
         `method` and `path` (a TCP handler gives "TCP" and the peer) go to the scoreboard,
         where `prefork status` and a hung-worker report read them."""
-        self.board.start(method, path)
-        self.requests = next(self.counter)
-        self.beat.requests = self.requests
+        now = self.board.start(method, path)  # its CLOCK_MONOTONIC start: one clock read
+        self.requests = requests = next(self.counter)
+        beat = self.beat
+        beat.requests = requests
         if self.threads is None:
             # Threaded workers beat from the main loop only, and only while no request
             # is stuck (threads.py); a beat from here would hide a stuck sibling thread.
-            self.beat.beat(time.monotonic())
-        if self.max_requests and self.requests >= self.max_requests and not self.stopping:
-            logger.info("max requests reached requests=%d, exiting gracefully", self.requests)
+            # Rate-limited (beat.interval): a request costs a comparison, not a send.
+            beat.beat(now)
+        if self.max_requests and requests >= self.max_requests and not self.stopping:
+            logger.info("max requests reached requests=%d, exiting gracefully", requests)
             self.board.exit_reason(EXIT_MAX_REQUESTS)
             self.stopping = True
 
@@ -289,27 +302,32 @@ class Worker:
         self.board.rejected(status)
 
     def _dispatch(self, conn: Conn, job: Callable[[], None]) -> None:
-        """Main thread: take `conn` out of the selector and serve its request in the pool."""
+        """Main thread: take `conn` out of the poller and serve its request in the pool."""
         assert self.threads is not None
-        if conn in self.conns:
-            self.conns.discard(conn)
-            self.sel.unregister(conn.sock)
+        self._unwatch(conn)
         conn.busy = True
         self.threads.dispatch(conn, job, time.monotonic())
 
     def _watch(self, conn: Conn) -> None:
         if conn.busy:
             return  # a request thread owns it until it comes back through collect()
-        if conn not in self.conns:
-            self.conns.add(conn)
-            self.sel.register(conn.sock, selectors.EVENT_READ, conn)
+        if conn.fd not in self.conns:
+            self.conns[conn.fd] = conn
+            self.ep.register(conn.fd, select.EPOLLIN)
         if conn.deadline < self.next_check:
             self.next_check = conn.deadline
 
+    def _unwatch(self, conn: Conn) -> None:
+        """Stop polling `conn` (it may be closed already: then the kernel dropped it)."""
+        if self.conns.get(conn.fd) is conn:
+            del self.conns[conn.fd]
+            try:
+                self.ep.unregister(conn.fd)
+            except OSError:
+                pass  # EBADF: it closed itself, which removed it from the epoll set
+
     def _forget(self, conn: Conn) -> None:
-        if conn in self.conns:
-            self.conns.discard(conn)
-            self.sel.unregister(conn.sock)
+        self._unwatch(conn)
         conn.close()
 
     def _returned(self) -> None:
@@ -324,21 +342,29 @@ class Worker:
             else:
                 self._watch(conn)
 
-    def _accept(self, listener: socket.socket, handler: Handler, now: float) -> None:
-        try:
-            sock, addr = listener.accept()
-        except BlockingIOError:
-            return  # a sibling won the race
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # Out of descriptors: stop watching the listeners for a moment instead of
-                # spinning on a socket that stays readable (issue: no 100% CPU on EMFILE).
-                logger.error("accept(): %s; pausing accepts for 0.5 s", exc.strerror)
-                self._pause_accepts(now + 0.5)
-            return  # ECONNABORTED and friends: the client is already gone
-        conn = handler(sock, addr, now)
-        if conn is not None:
-            self._watch(conn)
+    def _accept(self, listening: _Listening, handler: Handler) -> None:
+        """Accept what waits, up to ACCEPT_BATCH connections per wake-up. Each new
+        connection is read at once (its request usually came with the handshake) and,
+        in a sync worker, served before the next accept."""
+        accept, family, kind, proto = listening
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, addr = accept()
+            except BlockingIOError:
+                return  # the queue is empty, or a sibling won the race
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop watching the listeners for a moment instead
+                    # of spinning on a socket that stays readable (no 100% CPU on EMFILE).
+                    logger.error("accept(): %s; pausing accepts for 0.5 s", exc.strerror)
+                    self._pause_accepts(time.monotonic() + 0.5)
+                return  # ECONNABORTED and friends: the client is already gone
+            sock = socket.socket(family, kind, proto, fileno=fd)
+            conn = handler(sock, addr, time.monotonic())
+            if conn is not None:
+                self._watch(conn)
+            if self.stopping or (self.threads is not None and self.threads.full):
+                return  # the loop stops watching the listeners (_update_listening)
 
     def _pause_accepts(self, until: float) -> None:
         self.accept_paused_until = until
@@ -354,10 +380,26 @@ class Worker:
             return
         self.listening = want
         for listener in self.ctx.listeners:
+            fd = listener.sock.fileno()
             if want:
-                self.sel.register(listener.sock, selectors.EVENT_READ, _ACCEPT)
+                sock = listener.sock
+                self.tags[fd] = (sock._accept,  # type: ignore[attr-defined]
+                                 int(sock.family), int(sock.type), sock.proto)
+                self._register_listener(fd)
             else:
-                self.sel.unregister(listener.sock)
+                del self.tags[fd]
+                self.ep.unregister(fd)
+
+    def _register_listener(self, fd: int) -> None:
+        """EPOLLEXCLUSIVE (Linux >= 4.5, epoll_ctl(2)): a new connection wakes one idle
+        worker, not all of them (the thundering herd). A busy worker's epoll has no waiter
+        and does not count, so the wake-up goes to a sibling that can take it."""
+        try:
+            self.ep.register(fd, select.EPOLLIN | _EPOLLEXCLUSIVE)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or not _EPOLLEXCLUSIVE:
+                raise
+            self.ep.register(fd, select.EPOLLIN)  # an older kernel: every worker wakes
 
     def _stop_accepting(self, handler: Handler) -> None:
         """Graceful stop: serve what already waits in the kernel's accept queue (those
@@ -376,7 +418,7 @@ class Worker:
                     self._watch(conn)
             listener.sock.close()  # never shutdown(): the master and siblings share it
         self.ctx.listeners = []
-        for conn in [c for c in self.conns if c.idle()]:
+        for conn in [c for c in self.conns.values() if c.idle()]:
             self._forget(conn)
 
     def _next_timeout(self, now: float) -> float:
@@ -390,10 +432,9 @@ class Worker:
         if now < self.next_check:
             return
         next_check = math.inf
-        for conn in list(self.conns):
+        for conn in list(self.conns.values()):
             if conn.deadline <= now:
-                self.conns.discard(conn)
-                self.sel.unregister(conn.sock)
+                self._unwatch(conn)
                 conn.expire()
             elif conn.deadline < next_check:
                 next_check = conn.deadline
@@ -412,32 +453,45 @@ class Worker:
         self.beat.beat(now)
 
     def _serve(self, handler: Handler) -> None:
-        sel = self.sel
+        """The worker's loop: one epoll(7) over the listeners, the master's channel, our
+        signal pipe and the connections waiting for bytes; looked up by fd in two dicts
+        (connections first: they are most events)."""
+        ep, conns, tags = self.ep, self.conns, self.tags
         if self.config.threads > 1:
             from .threads import RequestThreads
 
             self.threads = RequestThreads(self.config.threads, self.wake_w)
         self._update_listening(time.monotonic())
-        sel.register(self.ctx.channel, selectors.EVENT_READ, _MASTER)
-        sel.register(self.wake_r, selectors.EVENT_READ, _SIGNAL)
+        channel = self.ctx.channel.fileno()
+        tags[channel] = _MASTER
+        ep.register(channel, select.EPOLLIN)
+        tags[self.wake_r] = _SIGNAL
+        ep.register(self.wake_r, select.EPOLLIN)
+        monotonic = time.monotonic
         accepting = True
         while True:
             if accepting and self.stopping:
                 accepting = False
                 self._stop_accepting(handler)
-            if not (accepting or self.conns or (self.threads is not None and self.threads.busy)):
+            if not (accepting or conns or (self.threads is not None and self.threads.busy)):
                 return  # stopping, and nothing left in flight
-            now = time.monotonic()
-            for key, _ in sel.select(self._next_timeout(now)):
-                tag = key.data
-                now = time.monotonic()
-                if tag is _ACCEPT:
-                    if self.listening:
-                        self._accept(key.fileobj, handler, now)  # type: ignore[arg-type]
-                elif tag is _MASTER:
+            for fd, _ in ep.poll(self._next_timeout(monotonic())):
+                conn = conns.get(fd)
+                if conn is not None:
+                    if not conn.readable(monotonic()):
+                        self._unwatch(conn)  # it closed itself
+                    elif conn.busy:
+                        pass  # _dispatch took it out of the poller
+                    elif self.stopping and conn.idle():
+                        self._forget(conn)
+                    elif conn.deadline < self.next_check:
+                        self.next_check = conn.deadline
+                    continue
+                tag = tags.get(fd)
+                if tag is _MASTER:
                     if self.beat.master_gone():
                         logger.warning("master pid=%d is gone, exiting", self.ctx.master_pid)
-                        for conn in list(self.conns):
+                        for conn in list(conns.values()):
                             self._forget(conn)
                         return
                 elif tag is _SIGNAL:
@@ -447,18 +501,9 @@ class Worker:
                                 break
                         except BlockingIOError:
                             break
-                elif key.data in self.conns:
-                    conn = key.data
-                    if not conn.readable(now):
-                        self.conns.discard(conn)
-                        sel.unregister(conn.sock)
-                    elif conn.busy:
-                        pass  # _dispatch took it out of the selector
-                    elif self.stopping and conn.idle():
-                        self._forget(conn)
-                    elif conn.deadline < self.next_check:
-                        self.next_check = conn.deadline
-            now = time.monotonic()
+                elif tag is not None and self.listening:
+                    self._accept(tag, handler)
+            now = monotonic()
             if self.threads is not None:
                 self._returned()
             self._expire(now)

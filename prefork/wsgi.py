@@ -3,62 +3,26 @@
 Rules:
 - No socket here either: the response is turned into bytes and handed to a `send`
   callable; wsgi.input pulls body bytes through a `pull` callable. connection.py owns I/O.
-- Header values from the app are validated before they are sent: a CR, LF or NUL in a
-  status or header is an app error (500 and a log line), never an injected header
-  (CVE-2018-1000164, CVE-2020-7695).
+- Status and headers from the app are validated before they are sent (heads.py): a CR,
+  LF or NUL in them is an app error (500 and a log line), never an injected header.
 - Framing per RFC 9112 §6: Content-Length when known, chunked for HTTP/1.1 otherwise,
   close-delimited for HTTP/1.0; HEAD, 1xx, 204 and 304 carry no body (RFC 9110 §6.4.1).
-- Hop-by-hop headers from the app are dropped: framing and persistence are ours.
+- Hop-by-hop headers from the app are dropped (heads.py): framing and persistence are ours.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import stat
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from . import __version__
+from .heads import OWN_DATE, OWN_SERVER, SERVER, SERVER_LINE, AppError, date_line, head, http_date
 from .http11 import Request
 
-SERVER = f"prefork/{__version__}".encode()
-_HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade",
-))
-_STATUS = re.compile(r"[1-9][0-9]{2} [^\x00-\x08\x0a-\x1f\x7f]*\Z")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*\Z")
-_DIGITS = re.compile(r"[0-9]{1,18}\Z")
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
-           "Dec")
-
-
-def http_date() -> bytes:
-    """The Date header value (IMF-fixdate, RFC 9110 §5.6.7), formatted once per second.
-
-    Written out here rather than with email.utils.formatdate: importing the email package
-    costs start-up time, and strftime would follow the locale."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        t = time.gmtime(now)
-        _date_cache = (now, b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-            _DAYS[t.tm_wday].encode(), t.tm_mday, _MONTHS[t.tm_mon].encode(), t.tm_year,
-            t.tm_hour, t.tm_min, t.tm_sec))
-    return _date_cache[1]
-
-
-class AppError(Exception):
-    """The app broke the WSGI contract (bad status, header, or call order)."""
+__all__ = ["SERVER", "AppError", "FileWrapper", "Response", "base_environ", "build_environ",
+           "error_response", "http_date"]
 
 
 class FileWrapper:
@@ -87,7 +51,8 @@ class FileWrapper:
 
 
 # environ keys for header names, computed once per distinct name (RFC 3875 §4.1.18 style).
-_ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": ""}
+_ENVIRON_KEYS: dict[str, str] = {
+    "content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _BASE_ENVIRON: dict[str, Any] = {
     "SCRIPT_NAME": "",
     "wsgi.version": (1, 0),
@@ -97,107 +62,141 @@ _BASE_ENVIRON: dict[str, Any] = {
     "wsgi.file_wrapper": FileWrapper,
     "wsgi.input_terminated": True,
 }
+# Host header values with a port, split: "example.com:8080" -> ("example.com", "8080").
+_HOST_PORTS: dict[str, tuple[str, str]] = {}
+_CACHE_MAX = 4096  # for caches keyed by what clients or apps choose: bounded
+
+
+def base_environ(url_scheme: str, errors: Any, multithread: bool) -> dict[str, Any]:
+    """The environ keys that are the same for every request a worker serves, and a
+    placeholder for each key every request sets: a copy of this dict then has room for
+    them all, and setting them replaces values instead of growing (rehashing) the dict."""
+    return {**_BASE_ENVIRON, "wsgi.url_scheme": url_scheme, "wsgi.errors": errors,
+            "wsgi.multithread": multithread, "REQUEST_METHOD": "", "PATH_INFO": "",
+            "QUERY_STRING": "", "RAW_URI": "", "SERVER_PROTOCOL": "", "REMOTE_ADDR": "",
+            "REMOTE_PORT": "", "SERVER_NAME": "", "SERVER_PORT": "", "wsgi.input": None}
 
 
 def _environ_key(name: str) -> str:
     key = _ENVIRON_KEYS.get(name)
     if key is None:
         key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_ENVIRON_KEYS) < 4096:  # header names are attacker-chosen: bound the cache
+        if len(_ENVIRON_KEYS) < _CACHE_MAX:  # header names are attacker-chosen
             _ENVIRON_KEYS[name] = key
     return key
 
 
-def build_environ(req: Request, wsgi_input: Any, server: Callable[[], tuple[str, str]],
-                  peer: tuple[str, str], url_scheme: str, errors: Any,
-                  trusted_proxy: bool = False) -> dict[str, Any]:
-    """The PEP 3333 environ. `server` (getsockname) is called only when the request
-    names no host, so the common request costs no extra syscall. From a trusted proxy,
-    X-Forwarded-For sets REMOTE_ADDR (its last hop) and X-Forwarded-Proto the scheme."""
+def _server_name(host: str | None, sock: Any) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT: from Host when it names a port, else from the socket
+    (getsockname), with the Host name if there is one."""
+    if host and not host.endswith("]"):
+        name, _, port = host.rpartition(":")
+        if name and port.isdigit():  # (Host passed the parser's ASCII-only grammar)
+            if len(_HOST_PORTS) < _CACHE_MAX:
+                _HOST_PORTS[host] = (name, port)
+            return name, port
+    try:
+        addr = sock.getsockname()
+    except OSError:
+        addr = ("", "")
+    server = (str(addr[0]), str(addr[1])) if isinstance(addr, tuple) else \
+        (str(addr) or "localhost", "")
+    return (host, server[1]) if host else server
+
+
+def _fields(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """environ keys for header fields, with repeated fields combined into one value
+    (RFC 9110 §5.3; Cookie with "; ", RFC 6265 §5.4)."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        key = _environ_key(name)
+        if key in fields:
+            fields[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            fields[key] = value
+    return fields
+
+
+def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
+                  peer: tuple[str, str], sock: Any, trusted_proxy: bool = False,
+                  ) -> dict[str, Any]:
+    """The PEP 3333 environ, from `base` (base_environ) and the request. The socket's
+    address (getsockname) is asked only when Host names no port, so the common request
+    costs no extra syscall. From a trusted proxy, X-Forwarded-For sets REMOTE_ADDR (its
+    last hop) and X-Forwarded-Proto the scheme."""
     path = req.path
     if "%" in path:
         # PEP 3333: PATH_INFO is the decoded path as a latin-1 "bytes-as-str".
         path = unquote_to_bytes(path).decode("latin-1")
-    environ = _BASE_ENVIRON.copy()
+    headers = req.headers
+    keys = _ENVIRON_KEYS
+    fields = {keys.get(name) or _environ_key(name): value for name, value in headers}
+    if len(fields) != len(headers):
+        fields = _fields(headers)  # a field was repeated
+    host = req.host
+    server = _HOST_PORTS.get(host) if host else None
+    if server is None:
+        server = _server_name(host, sock)
+    environ = base.copy()  # (the fastest of the ways measured: see base_environ)
     environ["REQUEST_METHOD"] = req.method
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = req.query
     environ["RAW_URI"] = req.target
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0"
     environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
-    environ["wsgi.url_scheme"] = url_scheme
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = server
     environ["wsgi.input"] = wsgi_input
-    environ["wsgi.errors"] = errors
-    for name, value in req.headers:
-        key = _environ_key(name)
-        if not key:
-            environ["CONTENT_LENGTH"] = str(req.content_length)
-        elif key in environ:
-            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
-        else:
-            environ[key] = value
-    host = req.host
-    name, _, port = host.rpartition(":") if host and not host.endswith("]") else ("", "", "")
-    if name and port.isdigit():
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
-    else:
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = server()
-        if host:
-            environ["SERVER_NAME"] = host
-    if trusted_proxy:
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    environ.update(fields)  # (their keys start with HTTP_ or CONTENT_: no clash)
+    if req.content_length is not None:
+        environ["CONTENT_LENGTH"] = str(req.content_length)  # "005" and "5, 5" are "5"
+    if trusted_proxy and fields:
+        forwarded = fields.get("HTTP_X_FORWARDED_FOR")
         if forwarded:
             # The last hop is the one our trusted proxy appended.
             environ["REMOTE_ADDR"] = forwarded.rpartition(",")[2].strip()
-        proto = environ.get("HTTP_X_FORWARDED_PROTO", "").lower()
-        if proto in ("http", "https"):
-            environ["wsgi.url_scheme"] = proto
+        proto = fields.get("HTTP_X_FORWARDED_PROTO")
+        if proto and proto.lower() in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto.lower()
     return environ
 
 
-# App header tuples seen before, validated: (name, value) -> (lowercased name, wire line).
-# Apps send the same few headers on every response; checking each once saves two regex
-# matches and two encodes per header per request. Bounded, since values may vary freely.
-_HEADER_CACHE: dict[tuple[str, str], tuple[str, bytes]] = {}
-_HEADER_CACHE_MAX = 1024
+class Stopping(Protocol):
+    stopping: bool  # the worker is stopping: this response is the connection's last
 
 
-def _checked_header(item: Any) -> tuple[str, bytes]:
-    if not (isinstance(item, tuple) and len(item) == 2):
-        raise AppError(f"invalid header {item!r}")
-    name, value = item
-    if not (isinstance(name, str) and isinstance(value, str) and _TOKEN.match(name)
-            and _VALUE.match(value)):
-        raise AppError(f"invalid header {name!r}: {value!r}")
-    try:
-        line = b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
-    except UnicodeEncodeError:
-        raise AppError(f"header {name!r} is not latin-1 (PEP 3333)") from None
-    checked = (name.lower(), line)
-    if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
-        _HEADER_CACHE.clear()
-    _HEADER_CACHE[item] = checked
-    return checked
+class Expecting(Protocol):
+    expect: bool  # the client waits for 100 Continue (wsgi.input, body.py)
 
 
 class Response:
     """start_response, the head, and the body framing of one response."""
 
-    def __init__(self, req: Request, send: Callable[[bytes], None], keep_alive: bool) -> None:
+    __slots__ = ("req", "send", "keep_alive", "status", "status_line", "code", "headers",
+                 "own", "length", "head_sent", "chunked", "no_body", "body_bytes", "body",
+                 "worker")
+
+    def __init__(self, req: Request, send: Callable[[bytes], None], keep_alive: bool,
+                 body: Expecting, worker: Stopping) -> None:
         self.req = req
         self.send = send
         self.keep_alive = keep_alive
+        # Asked at head time, when the connection cannot be reused: the request body was
+        # never sent (the client still waits for 100 Continue) or the worker is stopping.
+        self.body = body
+        self.worker = worker
         self.status: str | None = None
+        # start_response sets status_line (b"HTTP/1.1 <status>\r\n"), headers (the app's
+        # header lines, validated, as sent) and own (heads.OWN_SERVER | OWN_DATE: the app
+        # sent that field itself); they are read only once status is set.
+        self.status_line: bytes
+        self.headers: bytes
+        self.own: int
         self.code = 0
-        self.headers: list[bytes] = []  # the app's header lines, validated, as sent
-        self.app_fields: frozenset[str] = frozenset()  # lowercased names the app sent
         self.length: int | None = None  # Content-Length the app declared
         self.head_sent = False
         self.chunked = False
         self.no_body = req.method == "HEAD"
         self.body_bytes = 0  # body bytes sent (for the access log)
-        # Asked at head time: True when the connection cannot be reused (unread body).
-        self.must_close: Callable[[], bool] = lambda: False
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], None]:
@@ -209,38 +208,10 @@ class Response:
                 exc_info = None  # PEP 3333: avoid the traceback cycle
         elif self.status is not None:
             raise AppError("start_response called twice without exc_info")
-        if not isinstance(status, str) or not _STATUS.match(status):
-            raise AppError(f"invalid status {status!r}")
-        code = int(status[:3])
-        clean: list[bytes] = []
-        names: set[str] = set()
-        length = None
-        cache = _HEADER_CACHE
-        for item in headers:
-            try:
-                lname, line = cache[item]
-            except (KeyError, TypeError):  # TypeError: unhashable, so not a str pair
-                lname, line = _checked_header(item)
-            if lname in _HOP_BY_HOP:
-                continue
-            if lname == "content-length":
-                if code < 200 or code == 204:
-                    continue  # RFC 9110 §8.6: never in a 1xx or 204 response
-                value = item[1].strip()
-                if not _DIGITS.match(value):
-                    raise AppError(f"invalid Content-Length {item[1]!r}")
-                if length is not None:
-                    # Two lengths would let a client or proxy pick either one: a desync.
-                    if int(value) != length:
-                        raise AppError(f"conflicting Content-Length values in {headers!r}")
-                    continue
-                length = int(value)
-            names.add(lname)
-            clean.append(line)
-        self.status, self.headers, self.length = status, clean, length
-        self.app_fields = frozenset(names)
-        self.code = code
-        if self.code < 200 or self.code in (204, 304):
+        code, self.status_line, self.headers, self.own, self.length, no_body = \
+            head(status, headers)
+        self.status, self.code = status, code
+        if no_body:
             self.no_body = True
         return self.write
 
@@ -249,36 +220,34 @@ class Response:
         if self.status is None:
             raise AppError("the app returned before calling start_response")
         req = self.req
-        framing: list[bytes] = []
-        if self.keep_alive and self.must_close():
+        if self.keep_alive and (self.body.expect or self.worker.stopping):
             self.keep_alive = False
+        framing = b""
         if self.length is None:
             if total is not None and (not self.no_body or (req.method == "HEAD" and total)):
                 # For HEAD, the length of the body the app produced is what GET would send.
                 self.length = total
-                framing.append(b"Content-Length: %d\r\n" % total)
+                framing = b"Content-Length: %d\r\n" % total
             elif self.no_body:
                 pass
             elif req.version >= (1, 1):
                 self.chunked = True
-                framing.append(b"Transfer-Encoding: chunked\r\n")
+                framing = b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # close-delimited (RFC 9112 §6.3 item 8)
         if not self.keep_alive:
-            framing.append(b"Connection: close\r\n")
+            framing += b"Connection: close\r\n"
         elif req.version < (1, 1):
-            framing.append(b"Connection: keep-alive\r\n")
-        lines = [b"HTTP/1.1 ", self.status.encode("latin-1"), b"\r\n"]
-        # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
-        if "server" not in self.app_fields:
-            lines += (b"Server: ", SERVER, b"\r\n")
-        if "date" not in self.app_fields:
-            lines += (b"Date: ", http_date(), b"\r\n")
-        lines += self.headers
-        lines += framing
-        lines.append(b"\r\n")
+            framing += b"Connection: keep-alive\r\n"
         self.head_sent = True
-        return b"".join(lines)
+        # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
+        own = self.own
+        if not own:
+            return b"".join((self.status_line, SERVER_LINE, date_line(), self.headers,
+                             framing, b"\r\n"))
+        return b"".join((
+            self.status_line, b"" if own & OWN_SERVER else SERVER_LINE,
+            b"" if own & OWN_DATE else date_line(), self.headers, framing, b"\r\n"))
 
     def write(self, data: bytes) -> None:
         """The write() callable of start_response, and the body path of the iterable."""
@@ -300,22 +269,25 @@ class Response:
         if out:
             self.send(out)
 
-    def send_whole(self, body: Iterable[bytes], total: int) -> None:
+    def send_whole(self, body: list[bytes] | tuple[bytes, ...], total: int) -> None:
         """A list/tuple body: one head with its Content-Length and one send."""
         head = self._head(total)
         if self.no_body:
             self.send(head)
             return
-        if self.length is not None and total != self.length:
+        length = self.length  # (set by _head when the app gave none)
+        assert length is not None
+        if total != length:
             self.keep_alive = False
-            body = [b"".join(body)[:self.length]]
-        self.body_bytes = min(total, self.length if self.length is not None else total)
-        parts = body if isinstance(body, (list, tuple)) else list(body)
-        if total > 65536 and len(parts) == 1:
+            if total > length:
+                body = [b"".join(body)[:length]]  # never more than the declared length
+                total = length
+        self.body_bytes = total
+        if total > 65536 and len(body) == 1:
             self.send(head)  # a large body goes out as it is, not copied behind the head
-            self.send(parts[0])
+            self.send(body[0])
         else:
-            self.send(head + b"".join(parts))  # one send for the common small response
+            self.send(head + b"".join(body))  # one send for the common small response
 
     def finish(self) -> None:
         """After the last body chunk: terminate the framing."""
