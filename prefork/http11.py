@@ -31,9 +31,11 @@ Decisions (where the RFCs leave a choice): bare LF and obs-fold are rejected (40
 coding is not ``chunked`` is 400 (§6.3 item 4, a MUST) even if it also names an unknown
 coding, while ``gzip, chunked`` is 501 (§6.1); transfer parameters are 400. An empty
 Host is accepted only with an absolute-form target. Duplicate or invalid Host is 400
-on HTTP/1.0 too ("any request message", §3.2). Content-Length list elements are
-compared as numbers (``005, 5`` is 5) and may not be empty. Up to two CRLFs before a
-request line are skipped (§2.2) and do not start a request (``in_request`` stays False).
+on HTTP/1.0 too ("any request message", §3.2). Content-Length list elements must be
+identical digit strings (``005, 5`` is 400) and may not be empty; an expectation other
+than 100-continue is 417 (the fields that decide framing: http11_fields.py). Up to two
+CRLFs before a request line are skipped (§2.2) and do not start a request
+(``in_request`` stays False).
 
 Benchmark: CPU time per keep-alive request as the server drives it (feed, then
 next_event until NEED_DATA) on one reused parser; minimum of 20 runs of 10 000 with
@@ -53,24 +55,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from prefork import http11_rules as _r
-from prefork.http11_rules import Limits
+from prefork.http11_fields import read_fields as _read_fields
+from prefork.http11_rules import Limits, ProtocolError
 
 __all__ = [
     "CLOSED", "NEED_DATA", "Data", "EndOfMessage", "Event", "Limits", "ProtocolError",
     "Request", "RequestParser", "Sentinel",
 ]
-
-
-class ProtocolError(Exception):
-    """The request is malformed; answer ``status`` and close the connection."""
-
-    status: int
-    reason: str
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -147,14 +138,7 @@ _V11: Final = (1, 1)
 _V10: Final = (1, 0)
 _CR: Final = 13
 _SLASH: Final = 47
-_COMMA: Final = 44
 _UNDERSCORE: Final = 95  # an int: `int in bytes` is ~10x faster than `bytes in bytes`
-
-# Host values that passed HOST (never ""), shared by every connection of the process:
-# clients repeat the same few on every request, so each is matched once. Bounded, since
-# a client may send any number of distinct valid values.
-_valid_hosts: set[str] = set()
-_VALID_HOSTS_MAX: Final = 1024
 
 # method, target, path, query, version, authority (absolute-form only)
 _RequestLine = tuple[str, str, str, str, tuple[int, int], str | None]
@@ -510,99 +494,17 @@ class RequestParser:
     def _finish_head(self, reqline: _RequestLine, headers: list[tuple[str, str]]) -> Request:
         """The head is valid line by line: check the special fields, pick the framing."""
         method, target, path, query, version, authority = reqline
-        host: str | None = None
-        hosts = ctypes = 0
-        cl: int | None = None
-        codings: list[bytes] | None = None
-        close = keep_alive = expect = False
-        special = _r.SPECIAL_FIELDS
-        for name, text in headers:
-            if name not in special:
-                continue
-            if name == "host":
-                hosts += 1
-                host = text
-            elif name == "content-length":
-                # RFC 9112 §6.3 item 5 / RFC 9110 §8.6: 1*DIGIT, or a list of equal ones.
-                value = text.encode("latin-1")  # validated latin-1: exact round trip
-                if _r.CONTENT_LENGTH.fullmatch(value) is None:
-                    raise ProtocolError(400, "invalid Content-Length")
-                # Without a comma the value is one 1*18DIGIT, as just matched.
-                for digits in _r.DIGITS.findall(value) if _COMMA in value else (value,):
-                    n = int(digits)
-                    if cl is not None and n != cl:
-                        raise ProtocolError(400, "conflicting Content-Length values")
-                    cl = n
-            elif name == "transfer-encoding":
-                value = text.encode("latin-1")
-                if _r.TOKEN_LIST.fullmatch(value) is None:
-                    raise ProtocolError(400, "invalid Transfer-Encoding")
-                if codings is None:
-                    codings = []
-                codings += _r.TOKEN.findall(value.lower())
-            elif name == "connection":
-                value = text.encode("latin-1").lower()
-                if value == b"keep-alive":  # the usual single token: no findall
-                    keep_alive = True
-                elif value == b"close":
-                    close = True
-                else:
-                    for token in _r.TOKEN.findall(value):
-                        if token == b"close":
-                            close = True
-                        elif token == b"keep-alive":
-                            keep_alive = True
-            elif name == "expect":
-                # RFC 9110 §10.1.1: the expectation is case-insensitive.
-                expect = expect or text.encode("latin-1").lower() == b"100-continue"
-            else:
-                ctypes += 1
-        # RFC 9112 §3.2: missing (1.1), repeated or invalid Host -> 400.
-        v11 = version == _V11
-        if hosts == 1:
-            assert host is not None
-            # (A value that passed HOST before needs no second match: clients repeat it.)
-            if host not in _valid_hosts and (host or authority is None):
-                if not _r.valid_host(host.encode("latin-1")):
-                    raise ProtocolError(400, "invalid Host")
-                if len(_valid_hosts) >= _VALID_HOSTS_MAX:
-                    _valid_hosts.clear()
-                _valid_hosts.add(host)
-        elif hosts:
-            raise ProtocolError(400, "duplicate Host")
-        elif v11:
-            raise ProtocolError(400, "missing Host")
-        if authority is not None:
-            host = authority  # §3.2.2: absolute-form wins over Host
-        if ctypes > 1:
-            raise ProtocolError(400, "duplicate Content-Type")  # RFC 9110 §5.3
-        chunked = False
-        if codings is not None:
-            if not v11:
-                raise ProtocolError(400, "Transfer-Encoding in HTTP/1.0")  # §6.1
-            if cl is not None:
-                raise ProtocolError(400, "both Transfer-Encoding and Content-Length")  # §6.1
-            # §6.3 item 4 (final coding must be chunked), §6.1 (applied only once).
-            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
-                raise ProtocolError(400, "chunked must be the final transfer coding")
-            if len(codings) > 1:
-                raise ProtocolError(501, "unsupported transfer coding")
-            chunked = True
+        host, cl, chunked, persistent, expect = _read_fields(
+            headers, version == _V11, authority, self._limits.body)
+        if chunked:
             self._state = _CHUNK_SIZE
             self._total = 0
         elif cl:
-            body = self._limits.body
-            if body and cl > body:
-                raise ProtocolError(413, "request body too large")
             self._state = _BODY
             self._remaining = cl
         else:
             self._state = _EOM
         self._scan = 0
         self._skipped = 0
-        # RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive".
-        # RFC 9110 §10.1.1: a 1.0 client never waits for 100 Continue.
-        return Request(
-            method, target, path, query, version, headers, host, cl, chunked,
-            not close and (v11 or keep_alive), expect and v11,
-        )
+        return Request(method, target, path, query, version, headers, host, cl, chunked,
+                       persistent, expect)

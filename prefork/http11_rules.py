@@ -21,6 +21,18 @@ from dataclasses import dataclass
 from typing import Final
 
 
+class ProtocolError(Exception):
+    """The request is malformed; answer ``status`` and close the connection."""
+
+    status: int
+    reason: str
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class Limits:
     """Per-connection parser limits; each names the status that exceeding it gets."""

@@ -340,9 +340,9 @@ valid(
 )
 valid(
     "cl_list_equal_values",
-    msg(POST, H, b"Content-Length: 5 ,\t5", b"Content-Length: 005", body=b"abcde"),
+    msg(POST, H, b"Content-Length: 5 ,\t5", b"Content-Length: 5", body=b"abcde"),
     post(
-        b"abcde", HOST + [("content-length", "5 ,\t5"), ("content-length", "005")], content_length=5
+        b"abcde", HOST + [("content-length", "5 ,\t5"), ("content-length", "5")], content_length=5
     ),
 )
 valid(
@@ -493,6 +493,7 @@ for name, value in [
     ("cl_19_digits", b"1" * 19),
     ("cl_4300_plus_digits", b"9" * 5000),
     ("cl_list_differs", b"5, 6"),
+    ("cl_list_same_number_other_digits", b"005, 5"),
     ("cl_list_empty_element", b"5,,5"),
     ("cl_trailing_comma", b"5,"),
     ("cl_decimal_point", b"5.0"),
@@ -504,6 +505,22 @@ invalid(
     msg(POST, H, b"Content-Length: 5", b"Content-Length: 6", body=b"hello!"),
     400,
 )
+invalid(
+    "cl_duplicate_lines_same_number_other_digits",
+    msg(POST, H, b"Content-Length: 5", b"Content-Length: 05", body=b"hello"),
+    400,
+    why="conflicting Content-Length",
+)
+
+# ---------------------------------------------------------------- invalid: Expect
+# RFC 9110 §10.1.1: an expectation the server cannot meet gets 417, before the app.
+for name, value in [
+    ("expect_unknown_token", b"something-else"),
+    ("expect_100_continue_with_parameter", b"100-continue; x=1"),
+    ("expect_empty", b""),
+]:
+    invalid(name, msg(b"PUT /u HTTP/1.1", H, b"Expect: " + value, b"Content-Length: 2",
+                      body=b"ok"), 417, why="expectation")
 
 # ---------------------------------------------------------------- invalid: TE / smuggling
 invalid(

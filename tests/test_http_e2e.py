@@ -576,6 +576,29 @@ def test_413_is_sent_before_the_body_is_read(main: Main) -> None:
     main.prove_app_not_called(mark)
 
 
+def test_an_expectation_other_than_100_continue_is_417_before_the_app(main: Main) -> None:
+    mark = marker()
+    with main.client() as c:
+        c.send(get(f"/{mark}", method="PUT", headers="Expect: 200-ok\r\nContent-Length: 2\r\n")
+               + b"ok")
+        reply = c.response()
+        assert reply.status == 417 and reply.get("connection") == "close"
+        assert c.at_eof() == b""
+    main.prove_app_not_called(mark)
+
+
+@pytest.mark.parametrize("lengths", [b"Content-Length: 05, 5\r\n",
+                                     b"Content-Length: 5\r\nContent-Length: 005\r\n"])
+def test_content_lengths_in_other_digits_are_400(main: Main, lengths: bytes) -> None:
+    mark = marker()
+    with main.client() as c:
+        c.send(get(f"/{mark}", method="POST", headers=lengths.decode()) + b"hello")
+        reply = c.response()
+        assert reply.status == 400 and reply.get("connection") == "close"
+        assert c.at_eof() == b""
+    main.prove_app_not_called(mark)
+
+
 def test_chunked_body_over_the_limit_is_413_while_the_app_reads(main: Main) -> None:
     with main.client() as c:
         c.send(get("/echo", method="POST", headers="Transfer-Encoding: chunked\r\n")
