@@ -54,8 +54,13 @@ class Generations:
                     m.announce_fd = None
                 self.run_queued_reload(now)
 
-    def boot_failed(self, code: ExitCode, now: float, why: str) -> None:
+    def boot_failed(self, status: int, error: str, now: float, why: str) -> None:
+        """A first-generation worker or template died (wait `status`) before it was
+        ready: stop, and exit 4 if it could not load the app (`error`, its reason), else 3."""
         m = self.master
+        m.load_error = m.load_error or error
+        code = (ExitCode.APP_LOAD_ERROR if os.waitstatus_to_exitcode(status)
+                == ExitCode.APP_LOAD_ERROR else ExitCode.WORKER_BOOT_ERROR)
         m.boot_message = f"{why}; stopping (exit {code.value})"
         m.last_error = f"boot failed: {why}"
         logger.error("%s", m.boot_message)
@@ -63,12 +68,12 @@ class Generations:
         m.stop(graceful=False, now=now)
 
     def reload(self, now: float) -> None:
-        m = self.master
         from .cli import build_config
 
+        m = self.master
         logger.info("reload: re-reading the configuration")
         m.notifier.notify("RELOADING=1",
-                             f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
+                          f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
         try:
             config = build_config(m.argv, os.environ) if m.argv else m.config
         except (ConfigError, SystemExit) as exc:
@@ -143,14 +148,11 @@ class Generations:
     def template_exited(self, tpl: preload.Template, status: int, now: float) -> None:
         m = self.master
         failed = m.templates.exited(tpl, status, now, m.generation,
-                                       m.state is State.STOPPING)
+                                    m.state is State.STOPPING)
         if failed is None:
             return
         if m.state is State.BOOTING and tpl.generation == 1:
-            code = os.waitstatus_to_exitcode(status)
-            m.load_error = m.load_error or tpl.error
-            self.boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
-                              else ExitCode.WORKER_BOOT_ERROR, now, failed)
+            self.boot_failed(status, tpl.error, now, failed)
         elif m.state is State.RELOADING and tpl.generation == m.generation:
             self.reload_failed(tpl.error or failed, now)
 

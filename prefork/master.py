@@ -257,13 +257,10 @@ class Master:
               record.generation, how,
               f" reason={record.kill_reason}" if record.kill_reason else "")
         if verdict is policy.Verdict.BOOT_FAILED:
-            code = os.waitstatus_to_exitcode(status)
             said = f": {record.error}" if record.error else ""
-            self.load_error = self.load_error or record.error
-            self.generations.boot_failed(ExitCode.APP_LOAD_ERROR if code == ExitCode.APP_LOAD_ERROR
-                              else ExitCode.WORKER_BOOT_ERROR, now,
-                              f"worker slot={record.slot} died before it was ready ({how})"
-                              f"{said}")
+            self.generations.boot_failed(
+                status, record.error, now,
+                f"worker slot={record.slot} died before it was ready ({how}){said}")
         elif verdict is policy.Verdict.RELOAD_FAILED:
             self.generations.reload_failed(
                 record.error or f"new worker died before it was ready ({how})", now)
