@@ -19,6 +19,8 @@ from tests.harness import REPO, Server, run_cli
 
 def one_line(tmp_path: Path, *args: str, code: int, prefix: list[str] | None = None) -> str:
     log = tmp_path / "error.log"
+    if "--bind" not in args:  # not the default 127.0.0.1:8000, which anything may hold
+        args = (*args, "--bind", "127.0.0.1:0")
     result = run_cli(*args, "--error-logfile", str(log)) if prefix is None else \
         _run_as(prefix, *args, "--error-logfile", str(log))
     assert result.returncode == code, (result.stderr, log.read_text() if log.exists() else "")
