@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from . import log
 from .body import NO_BODY, Input
 from .config import Config
-from .http11 import CLOSED, NEED_DATA, Limits, ProtocolError, Request, RequestParser
+from .http11 import CLOSED, NEED_DATA, Event, Limits, ProtocolError, Request, RequestParser
 from .wsgi import (
     AppError,
     FileWrapper,
@@ -177,27 +177,31 @@ class HttpConnection:
         parser = self.parser
         if data and not parser.in_request:
             self.deadline = now + self.settings.header_timeout  # a new head begins
-        parser.feed(data)
-        return self._process(now, self.settings.dispatch is None)
+        try:
+            event = parser.receive(data)
+        except ProtocolError as exc:
+            return self._reject(exc, now)
+        return self._process(now, event, self.settings.dispatch is None)
 
     def _serve_in_thread(self, req: Request) -> None:
         """Pool thread: serve `req` and any pipelined requests behind it, then return."""
         if self._serve(req):
-            self._process(time.monotonic())
+            now = time.monotonic()
+            try:
+                event = self.parser.next_event()
+            except ProtocolError as exc:
+                self._reject(exc, now)
+                return
+            self._process(now, event)
 
     # -- requests -------------------------------------------------------------------------
 
-    def _process(self, now: float, inline: bool = True) -> bool:
-        """Parse and serve what is buffered. In a threaded worker's main thread
+    def _process(self, now: float, event: Event, inline: bool = True) -> bool:
+        """Serve `event` and what else is buffered. In a threaded worker's main thread
         (inline=False) a complete request is handed to a pool thread instead."""
         parser = self.parser
         settings = self.settings
         while True:
-            try:
-                event = parser.next_event()
-            except ProtocolError as exc:
-                settings.worker.on_rejected(exc.status)
-                return self._fail(exc.status, exc.reason, now)
             if event.__class__ is Request:
                 if not inline:
                     assert settings.dispatch is not None
@@ -209,13 +213,21 @@ class HttpConnection:
                 if not parser.in_request:
                     return self._keep_alive(now)  # the usual case: nothing pipelined
                 self.deadline = now + settings.header_timeout  # a pipelined request
-                continue
-            if event is NEED_DATA:
+            elif event is NEED_DATA:
                 return self._keep_alive(now) if not parser.in_request else True
-            if event is CLOSED:
+            elif event is CLOSED:
                 self.close()
                 return False
-            return self._fail(400, "unexpected body", now)  # cannot happen: see _serve
+            else:
+                return self._fail(400, "unexpected body", now)  # cannot happen: see _serve
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                return self._reject(exc, now)
+
+    def _reject(self, exc: ProtocolError, now: float) -> bool:
+        self.settings.worker.on_rejected(exc.status)
+        return self._fail(exc.status, exc.reason, now)
 
     def _keep_alive(self, now: float) -> bool:
         """Between requests: wait up to --keep-alive for the next one, or close now."""

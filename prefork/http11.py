@@ -51,8 +51,7 @@ share of the findall, two decodes, a tuple). Expect 2-3x less on a desktop CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from prefork import http11_rules as _r
 from prefork.http11_fields import read_fields as _read_fields
@@ -64,8 +63,9 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
-class Request:
+class Request(NamedTuple):
+    """A request head: what the app may see of it, and how its body is framed."""
+
     method: str
     target: str
     path: str
@@ -148,6 +148,22 @@ _match_request_line: Final = _r.REQUEST_LINE_AT.match
 _field_lines: Final = _r.FIELD_LINES.findall
 _NOT_A_FIELD_LINE: Final = _r.NOT_A_FIELD_LINE
 _known_name: Final = _r.FIELD_NAMES.get
+_new_tuple: Final = tuple.__new__
+
+# Request lines and field lines that passed validation, as parsed (_whole_head), shared
+# by every connection of the process. Bounded twice, since clients choose the lines:
+# only short lines are kept, and a full cache is emptied.
+_seen_request_lines: dict[bytes, _RequestLine] = {}
+_seen_fields: dict[bytes, tuple[str, str]] = {}
+SEEN_MAX: Final = 1024  # entries per cache
+SEEN_LINE_MAX: Final = 256  # bytes: at most ~0.5 MiB of lines per cache
+
+
+def _remember(cache: dict[bytes, Any], line: bytes, parsed: Any) -> None:
+    if len(line) <= SEEN_LINE_MAX:
+        if len(cache) >= SEEN_MAX:
+            cache.clear()
+        cache[line] = parsed
 
 
 class RequestParser:
@@ -232,6 +248,36 @@ class RequestParser:
             self._error = exc
             self._buf = bytearray()
             raise
+
+    def receive(self, data: bytes) -> Event:
+        """``feed(data)`` then ``next_event()``: what a server does with each recv().
+
+        One call instead of two, and in the usual case (a whole head arriving between
+        requests) the head is parsed straight from `data`, without a trip through the
+        buffer."""
+        if data and self._state == _HEAD and self._reqline is None and self._error is None \
+                and not self._eof:
+            if not self._buf and data[0] != _CR:
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    try:
+                        req = self._whole_head(data[:end])
+                    except ProtocolError as exc:
+                        self._error = exc
+                        raise
+                    if req is not None:
+                        if len(data) > end + 4:
+                            self._buf += data[end + 4:]  # a body or a pipelined request
+                        return req
+            self._buf += data
+            try:
+                return self._head()
+            except ProtocolError as exc:
+                self._error = exc
+                self._buf = bytearray()
+                raise
+        self.feed(data)
+        return self.next_event()
 
     def skip_end(self) -> None:
         """After a Request without a body: consume its EndOfMessage without building it
@@ -353,34 +399,59 @@ class RequestParser:
         end = buf.find(b"\r\n\r\n", self._scan - 1 if self._scan else 0)
         if end < 0:
             return self._head_lines()
-        # The request line must end at the first CRLF (no bare CR/LF in it) and every
-        # CRLF after it must start a valid field line. If not, or if a limit might be
-        # crossed, nothing has changed yet and the per-line path finds the first
-        # offending line, as it would byte by byte.
-        m = _match_request_line(buf, 0, end)
-        if m is None:
+        req = self._whole_head(bytes(buf[:end]))
+        if req is None:
             return self._head_lines()
-        i = m.end()
+        del buf[: end + 4]
+        return req
+
+    def _whole_head(self, head: bytes) -> Request | None:
+        """The Request for a complete head (`head` ends before its CRLFCRLF), or None
+        when anything is unusual, which leaves the per-line path to decide (rule 5).
+
+        The request line must end at the first CRLF (no bare CR/LF in it), and every CRLF
+        after it must start a valid field line. A line seen valid before is taken from a
+        cache (_remember) without matching it again: validity is a property of the line
+        alone, and clients repeat most of their lines (Host, User-Agent, Accept...) on
+        every request. Limits are checked here, for every head, as the per-line path
+        would; if one might be crossed, the per-line path finds where."""
         limits = self._limits
-        if i > limits.request_line or end - i > limits.field_size:
-            return self._head_lines()
-        pairs = _field_lines(buf, i, end)  # one per CRLF, NOT_A_FIELD_LINE if not valid
-        if len(pairs) > limits.fields or _NOT_A_FIELD_LINE in pairs:
-            return self._head_lines()
+        lines = head.split(b"\r\n")
+        first = lines[0]
+        if (len(first) > limits.request_line or len(lines) > limits.fields + 1
+                or len(head) - len(first) > limits.field_size + 2):
+            return None
+        reqline = _seen_request_lines.get(first)
+        if reqline is not None:
+            headers = []
+            for i in range(1, len(lines)):
+                field = _seen_fields.get(lines[i])
+                if field is None:
+                    break
+                headers.append(field)
+            else:
+                return self._finish_head(reqline, headers)
+        m = _match_request_line(head)
+        if m is None:
+            return None
+        pairs = _field_lines(head, m.end())  # one per CRLF, NOT_A_FIELD_LINE if not valid
+        if _NOT_A_FIELD_LINE in pairs:
+            return None
         method, target, version = m.groups()
         if target[0] == _SLASH and version == b"HTTP/1.1" and method != b"CONNECT":
             # The usual origin-form line, as _request_line would take it apart.
             text = target.decode("latin-1")
             path, _, query = text.partition("?")
-            reqline: _RequestLine = (method.decode("latin-1"), text, path, query, _V11, None)
+            reqline = (method.decode("latin-1"), text, path, query, _V11, None)
         else:
             reqline = self._request_line(method, target, version)
+        _remember(_seen_request_lines, first, reqline)
         headers = []  # (a plain loop: cheaper than a comprehension's call in 3.11)
-        for name, value in pairs:
-            headers.append(
-                (_known_name(name) or name.lower().decode("latin-1"), value.decode("latin-1"))
-            )
-        del buf[: end + 4]
+        for i, (name, value) in enumerate(pairs, 1):
+            field = (_known_name(name) or name.lower().decode("latin-1"),
+                     value.decode("latin-1"))
+            _remember(_seen_fields, lines[i], field)
+            headers.append(field)
         return self._finish_head(reqline, headers)
 
     def _head_lines(self) -> Event:
@@ -506,5 +577,6 @@ class RequestParser:
             self._state = _EOM
         self._scan = 0
         self._skipped = 0
-        return Request(method, target, path, query, version, headers, host, cl, chunked,
-                       persistent, expect)
+        # (tuple.__new__ directly: a NamedTuple's own __new__ is a Python-level call)
+        return _new_tuple(Request, (method, target, path, query, version, headers, host, cl,
+                                    chunked, persistent, expect))

@@ -20,14 +20,23 @@ Rules:
   Ordering: each store is a separate C call, and x86-64 keeps stores in program order
   (TSO). On weakly ordered CPUs a rare torn read is still caught by the sequence check
   in practice but not guaranteed: the worst case is one wrong row in a status table.
+  A request's start time alone (same method and path as the request before) and its
+  clearing at the end are single aligned 8-byte stores, outside the sequence: a reader
+  sees the old or the new value whole, and either is a consistent record.
+- Counters are published in batches in a worker without threads: the loop calls
+  `publish()` once per turn, after the requests that turn served, so a count may lag
+  its response by one turn of the loop (microseconds; a request still running in the
+  app holds back the counts of requests served before it in the same turn). The
+  request in progress is never deferred: that is what a hung-worker report needs.
 - Why not piggy-back stats on heartbeats (as the issue first proposed): beats are
   rate-limited, and a worker stuck in a request sends none, which is exactly when the
   master needs to know what it is serving. Shared memory is readable at any time.
 - A request head the parser refuses (400, 408, 413, 414, 431, ...) never reaches the app:
   `rejected(status)` counts it in its class, with no duration in the histogram (so the
   histogram's count is the requests the app saw, and requests_total may be larger).
-- Cost: `Writer.start` + `Writer.end` is a handful of memoryview stores and one
-  `pack_into` (measured in benchmarks/RESULTS.md, "Scoreboard and memory sampling").
+- Cost: `Writer.start` + `Writer.end` is two memoryview stores and a few list updates
+  for a repeated method and path; `publish` is one `pack_into` per loop turn (measured
+  in benchmarks/RESULTS.md, "Scoreboard and memory sampling").
 """
 
 from __future__ import annotations
@@ -65,7 +74,8 @@ _N_CLASSES = len(CLASSES)
 _BUCKETS = _CLASSES + _N_CLASSES
 _SUM = _BUCKETS + len(BOUNDS) + 1
 RECORD_WORDS = 64
-_RECORD = struct.Struct(f"=Q{_REQUEST.format[1:]}{len(CLASSES)}Q{len(BOUNDS) + 1}Qd")
+_COUNTERS = struct.Struct(f"={len(CLASSES)}Q{len(BOUNDS) + 1}Qd")  # from word _CLASSES
+_RECORD = struct.Struct(f"=Q{_REQUEST.format[1:]}{_COUNTERS.format[1:]}")
 assert _SUM + 1 <= RECORD_WORDS and _RECORD.size == (_SUM + 1) * 8
 READ_RETRIES = 100
 
@@ -93,18 +103,27 @@ _CLASS_INDEX = {status: status_class(status) for status in (*range(100, 600), TC
 # -- the worker side ------------------------------------------------------------------
 
 
+def _nothing() -> None:
+    pass
+
+
 class _Record:
     """One request thread's record. Called in the worker, by that one thread only.
 
     Each store into the shared page is a memoryview item assignment (~0.1 us), so a
-    request makes as few as it can: the record keeps its own copy of its counters (no
-    read-modify-write of shared memory), and a request for the same method and path as
-    the one before rewrites only its start time."""
+    request makes as few as it can. `start` stores only the start time when the method
+    and path are those of the request before (one aligned 8-byte store, which a reader
+    sees whole, old or new), `end` only clears it: the counters live in a Python list
+    and reach the page, under the sequence word, in `publish`. With `deferred`, the
+    owner calls publish() when it has a moment (the sync worker, once per loop turn, so
+    a burst of pipelined or batched requests costs one copy); otherwise end() does."""
 
-    __slots__ = ("mm", "q", "d", "seq", "i_seq", "i_started", "offset", "i_classes", "i_sum",
-                 "started", "counts", "total", "method", "path")
+    __slots__ = ("mm", "q", "d", "seq", "i_seq", "i_started", "offset", "i_classes",
+                 "counts_offset", "started", "counts", "total", "method", "path", "dirty",
+                 "deferred")
 
-    def __init__(self, mm: mmap.mmap, q: memoryview, d: Any, index: int) -> None:
+    def __init__(self, mm: mmap.mmap, q: memoryview, d: Any, index: int,
+                 deferred: bool = False) -> None:
         base = HEADER_WORDS + index * RECORD_WORDS
         self.mm, self.q, self.d = mm, q, d
         self.i_seq = base + _SEQ
@@ -112,67 +131,73 @@ class _Record:
         self.i_started = base + _STARTED
         self.offset = (base + _STARTED) * 8
         self.i_classes = base + _CLASSES  # the class counters, then the buckets
-        self.i_sum = base + _SUM
-        self.counts: list[int] = q[self.i_classes:self.i_sum].tolist()
-        self.total: float = d[self.i_sum]
+        self.counts_offset = self.i_classes * 8
+        self.counts: list[int] = q[self.i_classes:base + _SUM].tolist()
+        self.total: float = d[base + _SUM]
         self.started = 0.0
         self.method: str | None = None  # what the record's method and path fields hold
         self.path: str | None = None
+        self.dirty = False  # counters changed since the last publish()
+        self.deferred = deferred
 
     def start(self, method: str, path: str) -> float:
         """Record the request; returns its start (CLOCK_MONOTONIC), for the caller's beat."""
         self.started = now = time.monotonic()
-        q = self.q
-        q[self.i_seq] = seq = self.seq + 1  # odd: writing
         if path == self.path and method == self.method:
             self.d[self.i_started] = now
-        else:
-            m = method.encode("latin-1", "replace")[:METHOD_MAX]
-            p = path.encode("utf-8", "backslashreplace")[:PATH_MAX]
-            _REQUEST.pack_into(self.mm, self.offset, now, len(m) | len(p) << 8, m, p)
-            self.method, self.path = method, path
+            return now
+        q = self.q
+        q[self.i_seq] = seq = self.seq + 1  # odd: writing
+        m = method.encode("latin-1", "replace")[:METHOD_MAX]
+        p = path.encode("utf-8", "backslashreplace")[:PATH_MAX]
+        _REQUEST.pack_into(self.mm, self.offset, now, len(m) | len(p) << 8, m, p)
+        self.method, self.path = method, path
         q[self.i_seq] = self.seq = seq + 1  # even: consistent
         return now
 
-    def _count(self, index: int) -> None:
-        counts = self.counts
-        counts[index] = n = counts[index] + 1
-        self.q[self.i_classes + index] = n
-
     def rejected(self, status: int) -> None:
         """A request refused before the app saw it: counted, no duration observed."""
-        q = self.q
-        q[self.i_seq] = seq = self.seq + 1
-        self._count(status_class(status))
-        q[self.i_seq] = self.seq = seq + 1
+        self.counts[status_class(status)] += 1
+        self.dirty = True
+        if not self.deferred:
+            self.publish()
 
     def end(self, status: int) -> None:
         started = self.started
         duration = time.monotonic() - started if started else 0.0
         self.started = 0.0
-        q = self.q
-        q[self.i_seq] = seq = self.seq + 1
-        self.d[self.i_started] = 0.0
+        self.d[self.i_started] = 0.0  # idle, visible at once
         counts = self.counts
-        i = _CLASS_INDEX.get(status, 0)
-        counts[i] = n = counts[i] + 1
-        q[self.i_classes + i] = n
-        i = _N_CLASSES + bisect_left(BOUNDS, duration)
-        counts[i] = n = counts[i] + 1
-        q[self.i_classes + i] = n
-        self.total = self.d[self.i_sum] = self.total + duration
-        q[self.i_seq] = self.seq = seq + 1
+        counts[_CLASS_INDEX.get(status, 0)] += 1
+        counts[_N_CLASSES + bisect_left(BOUNDS, duration)] += 1
+        self.total += duration
+        self.dirty = True
+        if not self.deferred:
+            self.publish()
+
+    def publish(self) -> None:
+        """Copy the counters to the page, if they changed (one pack_into, under seq)."""
+        if self.dirty:
+            self.dirty = False
+            q = self.q
+            q[self.i_seq] = seq = self.seq + 1
+            _COUNTERS.pack_into(self.mm, self.counts_offset, *self.counts, self.total)
+            q[self.i_seq] = self.seq = seq + 1
 
 
 class Writer:
     """The worker's view of its board. `start(method, path)` as a request begins and
-    `end(status)` when it is over, from whichever thread serves it."""
+    `end(status)` when it is over, from whichever thread serves it. With one record (a
+    worker without request threads), the counters reach the page when the worker calls
+    `publish()`, which it does once per turn of its loop; with threads, at each end()."""
 
     def __init__(self, mm: mmap.mmap, slots: int) -> None:
         self.mm = mm
         self.q = memoryview(mm).cast("Q")
         self.d = memoryview(mm).cast("d")
-        self.records = [_Record(mm, self.q, self.d, i) for i in range(slots)]
+        self.records = [_Record(mm, self.q, self.d, i, deferred=slots == 1)
+                        for i in range(slots)]
+        self.publish: Callable[[], None] = _nothing
         self._local = threading.local()
         self._next = itertools.count()  # next() is atomic under the GIL
         self.start: Callable[[str, str], float] = self._start_threaded
@@ -181,6 +206,7 @@ class Writer:
         if slots == 1:  # the common case pays no thread-local lookup
             record = self.records[0]
             self.start, self.end, self.rejected = record.start, record.end, record.rejected
+            self.publish = record.publish
 
     def _record(self) -> _Record | None:
         record: _Record | None = getattr(self._local, "record", None)

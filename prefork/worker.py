@@ -468,6 +468,7 @@ class Worker:
         tags[self.wake_r] = _SIGNAL
         ep.register(self.wake_r, select.EPOLLIN)
         monotonic = time.monotonic
+        publish = self.board.publish  # the counters of the requests served this turn
         accepting = True
         while True:
             if accepting and self.stopping:
@@ -514,6 +515,7 @@ class Worker:
                 log.reopen()
                 faulthandler.register(DUMP_SIGNAL, file=self.ctx.dump_fd, all_threads=True)
             self._beat(now)
+            publish()
             if self.reloader is not None and not self.stopping and self.reloader.changed(now):
                 self.stopping = True  # finish in-flight requests, then exit RELOAD_EXIT
                 try:

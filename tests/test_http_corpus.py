@@ -8,10 +8,10 @@ tests/make_http_corpus.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +63,19 @@ def splits(raw: bytes) -> Iterator[tuple[str, list[bytes]]]:
         yield f"random{seed}", split_random(raw, seed)
 
 
-def replay(pieces: list[bytes], limits: Limits) -> list[Any]:
-    """Feed pieces (draining after each), then EOF; return a normalized trace."""
+def replay(pieces: list[bytes], limits: Limits, receive: bool = False) -> list[Any]:
+    """Feed pieces (draining after each), then EOF; return a normalized trace. With
+    `receive`, each piece goes in through receive() (feed and first event in one call)."""
     parser = RequestParser(limits)
     trace: list[Any] = []
     body: bytearray | None = None
 
-    def drain() -> bool:
+    def drain(pending: Callable[[], Any]) -> bool:
         nonlocal body
         while True:
             try:
-                event = parser.next_event()
+                event = pending()
+                pending = parser.next_event
             except ProtocolError as exc:
                 trace.append(("error", exc.status, exc.reason))
                 # Dead for good: the very same error again, and feed() is ignored.
@@ -89,7 +91,7 @@ def replay(pieces: list[bytes], limits: Limits) -> list[Any]:
                 return False
             if isinstance(event, Request):
                 assert body is None
-                trace.append(("request", asdict(event)))
+                trace.append(("request", event._asdict()))
                 body = bytearray()
                 assert parser.in_request
             elif isinstance(event, Data):
@@ -102,11 +104,15 @@ def replay(pieces: list[bytes], limits: Limits) -> list[Any]:
                 body = None
 
     for piece in pieces:
-        parser.feed(piece)
-        if not drain():
+        if receive:
+            alive = drain(functools.partial(parser.receive, piece))
+        else:
+            parser.feed(piece)
+            alive = drain(parser.next_event)
+        if not alive:
             return trace
     parser.feed(b"")
-    drain()
+    drain(parser.next_event)
     return trace
 
 
@@ -166,6 +172,7 @@ def test_valid_case(path: Path) -> None:
     for how, pieces in splits(raw):
         assert b"".join(pieces) == raw
         assert replay(pieces, limits) == expected, how
+        assert replay(pieces, limits, receive=True) == expected, f"{how}, receive()"
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
@@ -177,6 +184,7 @@ def test_invalid_case(path: Path) -> None:
     assert sum(1 for item in reference if item[0] == "eom") == requests
     for how, pieces in splits(raw):
         assert replay(pieces, limits) == reference, how
+        assert replay(pieces, limits, receive=True) == reference, f"{how}, receive()"
 
 
 MUTATIONS = [
@@ -217,3 +225,4 @@ def test_mutated_cases_are_split_invariant(seed: int) -> None:
         pieces = [raw[i : i + 1] for i in range(len(raw))]
         assert replay(pieces, limits) == reference, raw
         assert replay(split_random(raw, seed), limits) == reference, raw
+        assert replay(split_random(raw, seed), limits, receive=True) == reference, raw

@@ -21,10 +21,33 @@ def test_a_request_in_progress_then_counted() -> None:
     assert current.started > 0
     writer.end(201)
     snap = board.read()
-    assert snap.current == []
+    assert snap.current == []  # idle at once ...
+    assert snap.counters.requests == 0  # ... counted when the worker's loop publishes
+    writer.publish()
+    snap = board.read()
     assert snap.counters.classes[CLASSES.index("2xx")] == 1
     assert snap.counters.requests == 1 and sum(snap.counters.buckets) == 1
     assert snap.counters.buckets[0] == 1  # well under 5 ms
+    writer.close()
+    board.close()
+
+
+def test_a_repeated_request_rewrites_only_its_start() -> None:
+    board = Board(1)
+    writer = Writer(board.mm, 1)
+    writer.start("GET", "/same")
+    first = board.read().current[0].started
+    writer.end(200)
+    assert board.read().current == []
+    writer.start("GET", "/same")
+    (current,) = board.read().current
+    assert (current.method, current.path) == ("GET", "/same") and current.started >= first
+    writer.end(200)
+    writer.start("HEAD", "/same")
+    assert board.read().current[0].method == "HEAD"
+    writer.end(200)
+    writer.publish()
+    assert board.read().counters.requests == 3
     writer.close()
     board.close()
 
@@ -35,6 +58,7 @@ def test_status_classes_and_duration_buckets() -> None:
     for status in (100, 200, 204, 301, 404, 500, 0, TCP):
         writer.start("GET", "/")
         writer.end(status)
+    writer.publish()
     counters = board.read().counters
     assert dict(zip(CLASSES, counters.classes, strict=True)) == {
         "none": 1, "1xx": 1, "2xx": 2, "3xx": 1, "4xx": 1, "5xx": 1, "tcp": 1}
@@ -42,6 +66,7 @@ def test_status_classes_and_duration_buckets() -> None:
     record.start("GET", "/slow")
     record.started -= 0.3  # as if it began 300 ms ago
     record.end(200)
+    record.publish()
     counters = board.read().counters
     assert counters.buckets[BOUNDS.index(0.5)] == 1
     assert 0.3 <= counters.duration_sum < 1.0
@@ -103,6 +128,7 @@ def test_a_torn_record_is_never_returned() -> None:
     writer = Writer(board.mm, 1)
     writer.start("GET", "/a")
     writer.end(200)
+    writer.publish()
     good = board.read()
     # A writer stopped halfway (sequence odd, fields half-written) ...
     record = writer.records[0]
@@ -127,6 +153,7 @@ def test_the_board_is_shared_with_a_forked_child() -> None:
             writer = Writer(board.mm, 1)
             writer.start("GET", "/from-child")
             writer.end(404)
+            writer.publish()
             writer.exit_reason(scoreboard.EXIT_MAX_REQUESTS)
         finally:
             os._exit(0)
