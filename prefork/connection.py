@@ -34,12 +34,12 @@ from .body import NO_BODY, Input
 from .config import Config
 from .http11 import CLOSED, NEED_DATA, Event, Limits, ProtocolError, Request, RequestParser
 from .wsgi import (
-    AppError,
     FileWrapper,
     Response,
     base_environ,
     build_environ,
     error_response,
+    peer_environ,
 )
 
 logger = log.logger
@@ -63,10 +63,9 @@ class BodyTimeout(ClientError):
 
 class WorkerState(Protocol):
     stopping: bool
-
-    def on_request(self, method: str = "", path: str = "") -> None: ...
-    def on_request_end(self, status: int) -> None: ...
-    def on_rejected(self, status: int) -> None: ...
+    on_request: Callable[[str, str], None]  # method, path
+    on_request_end: Callable[[int], None]  # status
+    on_rejected: Callable[[int], None]  # status
 
 
 @dataclass
@@ -85,6 +84,7 @@ class Settings:
     # Threaded worker: hand a connection with a complete request head to a pool thread.
     dispatch: Callable[[HttpConnection, Callable[[], None]], None] | None = None
     environ: dict[str, Any] | None = None  # the environ keys every request shares
+    persist: bool = True  # keep-alive is on (--keep-alive > 0)
 
 
 def _trusted(config: Config) -> tuple[frozenset[str], bool]:
@@ -107,7 +107,8 @@ def make_handler(app: Any, config: Config, worker: WorkerState,
         keepalive=config.keepalive, header_timeout=config.header_timeout or 3600.0,
         io_timeout=config.header_timeout or 30.0, trusted=trusted, trust_all=trust_all,
         access_format=config.access_log_format if log.access_enabled() else None,
-        dispatch=dispatch, environ=base_environ("http", ERRORS, dispatch is not None))
+        dispatch=dispatch, environ=base_environ("http", ERRORS, dispatch is not None),
+        persist=config.keepalive > 0)
 
     def accepted(sock: socket.socket, addr: Any, now: float) -> HttpConnection | None:
         conn = HttpConnection(sock, addr, settings, now)
@@ -120,7 +121,7 @@ def make_handler(app: Any, config: Config, worker: WorkerState,
 
 class HttpConnection:
     __slots__ = ("sock", "fd", "settings", "parser", "deadline", "lingering", "closed", "busy",
-                 "served", "peer", "trusted")
+                 "served", "peer", "trusted", "environ")
 
     def __init__(self, sock: socket.socket, addr: Any, settings: Settings, now: float) -> None:
         sock.setblocking(False)
@@ -139,6 +140,8 @@ class HttpConnection:
         else:  # unix socket: the peer is a local process allowed to open the socket file
             self.peer = ("", "")
             self.trusted = True
+        assert settings.environ is not None
+        self.environ = peer_environ(settings.environ, self.peer)  # what each request copies
 
     # -- the Conn protocol (worker.py) ----------------------------------------------------
 
@@ -281,10 +284,9 @@ class HttpConnection:
         else:
             self.parser.skip_end()  # its EndOfMessage: there is nothing to stream
             body = NO_BODY
-        resp = Response(req, self.send, req.keep_alive and settings.keepalive > 0
-                        and not worker.stopping, body, worker)
-        environ = build_environ(req, body, settings.environ, self.peer,  # type: ignore[arg-type]
-                                self.sock, self.trusted)
+        resp = Response(req, self, req.keep_alive and settings.persist and not worker.stopping,
+                        body, worker)
+        environ = build_environ(req, body, self.environ, self.sock, self.trusted)
         started = time.time() if settings.access_format is not None else 0.0
         try:
             self._run_app(environ, resp)
@@ -395,14 +397,9 @@ class HttpConnection:
         result = self.settings.app(environ, resp.start_response)
         try:
             # A list is sent whole with its length, unless write() already sent a head.
-            if (isinstance(result, (list, tuple)) and resp.status is not None
-                    and not resp.head_sent):
-                total = 0
-                for item in result:  # (a loop: a generator in all() costs a frame)
-                    if not isinstance(item, bytes):
-                        raise AppError("the app returned a non-bytes item")
-                    total += len(item)
-                resp.send_whole(result, total)
+            if ((result.__class__ is list or isinstance(result, (list, tuple)))
+                    and resp.head is not None and not resp.head_sent):
+                resp.send_list(result)
             elif isinstance(result, FileWrapper) and result.fileno() is not None:
                 self._send_file(result, resp)
             else:

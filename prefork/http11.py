@@ -51,7 +51,8 @@ share of the findall, two decodes, a tuple). Expect 2-3x less on a desktop CPU.
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Final
 
 from prefork import http11_rules as _r
 from prefork.http11_fields import read_fields as _read_fields
@@ -63,7 +64,8 @@ __all__ = [
 ]
 
 
-class Request(NamedTuple):
+@dataclass(slots=True)
+class Request:
     """A request head: what the app may see of it, and how its body is framed."""
 
     method: str
@@ -148,7 +150,7 @@ _match_request_line: Final = _r.REQUEST_LINE_AT.match
 _field_lines: Final = _r.FIELD_LINES.findall
 _NOT_A_FIELD_LINE: Final = _r.NOT_A_FIELD_LINE
 _known_name: Final = _r.FIELD_NAMES.get
-_new_tuple: Final = tuple.__new__
+_new_object: Final = object.__new__
 
 # Request lines and field lines that passed validation, as parsed (_whole_head), shared
 # by every connection of the process. Bounded twice, since clients choose the lines:
@@ -577,6 +579,17 @@ class RequestParser:
             self._state = _EOM
         self._scan = 0
         self._skipped = 0
-        # (tuple.__new__ directly: a NamedTuple's own __new__ is a Python-level call)
-        return _new_tuple(Request, (method, target, path, query, version, headers, host, cl,
-                                    chunked, persistent, expect))
+        # Built field by field: half the cost of calling the dataclass's __init__.
+        req = _new_object(Request)
+        req.method = method
+        req.target = target
+        req.path = path
+        req.query = query
+        req.version = version
+        req.headers = headers
+        req.host = host
+        req.content_length = cl
+        req.chunked = chunked
+        req.keep_alive = persistent
+        req.expect_continue = expect
+        return req

@@ -114,16 +114,13 @@ class _Record:
     request makes as few as it can. `start` stores only the start time when the method
     and path are those of the request before (one aligned 8-byte store, which a reader
     sees whole, old or new), `end` only clears it: the counters live in a Python list
-    and reach the page, under the sequence word, in `publish`. With `deferred`, the
-    owner calls publish() when it has a moment (the sync worker, once per loop turn, so
-    a burst of pipelined or batched requests costs one copy); otherwise end() does."""
+    and reach the page, under the sequence word, in `publish`, which the owner calls
+    when it has a moment (Writer)."""
 
     __slots__ = ("mm", "q", "d", "seq", "i_seq", "i_started", "offset", "i_classes",
-                 "counts_offset", "started", "counts", "total", "method", "path", "dirty",
-                 "deferred")
+                 "counts_offset", "started", "counts", "total", "method", "path", "dirty")
 
-    def __init__(self, mm: mmap.mmap, q: memoryview, d: Any, index: int,
-                 deferred: bool = False) -> None:
+    def __init__(self, mm: mmap.mmap, q: memoryview, d: Any, index: int) -> None:
         base = HEADER_WORDS + index * RECORD_WORDS
         self.mm, self.q, self.d = mm, q, d
         self.i_seq = base + _SEQ
@@ -138,7 +135,6 @@ class _Record:
         self.method: str | None = None  # what the record's method and path fields hold
         self.path: str | None = None
         self.dirty = False  # counters changed since the last publish()
-        self.deferred = deferred
 
     def start(self, method: str, path: str) -> float:
         """Record the request; returns its start (CLOCK_MONOTONIC), for the caller's beat."""
@@ -159,21 +155,17 @@ class _Record:
         """A request refused before the app saw it: counted, no duration observed."""
         self.counts[status_class(status)] += 1
         self.dirty = True
-        if not self.deferred:
-            self.publish()
 
     def end(self, status: int) -> None:
+        self.d[self.i_started] = 0.0  # idle, visible at once
         started = self.started
         duration = time.monotonic() - started if started else 0.0
         self.started = 0.0
-        self.d[self.i_started] = 0.0  # idle, visible at once
         counts = self.counts
         counts[_CLASS_INDEX.get(status, 0)] += 1
         counts[_N_CLASSES + bisect_left(BOUNDS, duration)] += 1
         self.total += duration
         self.dirty = True
-        if not self.deferred:
-            self.publish()
 
     def publish(self) -> None:
         """Copy the counters to the page, if they changed (one pack_into, under seq)."""
@@ -195,8 +187,7 @@ class Writer:
         self.mm = mm
         self.q = memoryview(mm).cast("Q")
         self.d = memoryview(mm).cast("d")
-        self.records = [_Record(mm, self.q, self.d, i, deferred=slots == 1)
-                        for i in range(slots)]
+        self.records = [_Record(mm, self.q, self.d, i) for i in range(slots)]
         self.publish: Callable[[], None] = _nothing
         self._local = threading.local()
         self._next = itertools.count()  # next() is atomic under the GIL
@@ -225,11 +216,13 @@ class Writer:
         record = self._record()
         if record is not None:
             record.end(status)
+            record.publish()
 
     def _rejected_threaded(self, status: int) -> None:
         record = self._record()
         if record is not None:
             record.rejected(status)
+            record.publish()
 
     def exit_reason(self, reason: int) -> None:
         """Tell the master why this worker is about to exit on its own."""

@@ -180,6 +180,18 @@ class Worker:
         slots = records_for(self.config.threads)
         board = ctx.board if ctx.board is not None else mmap.mmap(-1, board_size(slots))
         self.board = Writer(board, slots)
+        self.start_request = self.board.start
+        # The hooks a connection calls (connection.WorkerState), bound once. on_request:
+        # as each request starts, with its method and path (a TCP handler gives "TCP" and
+        # the peer) for the scoreboard, where `prefork status` and a hung-worker report
+        # read them. on_request_end: as it ends, from the thread that served it, with the
+        # status sent (0 if none; scoreboard.TCP for a TCP handler). on_rejected: a
+        # request head refused before any app saw it (400, 408, 413, 414, 431...),
+        # counted by status class, with no duration.
+        self.on_request: Callable[[str, str], None] = (
+            self._on_request if self.config.threads <= 1 else self._on_request_threaded)
+        self.on_request_end: Callable[[int], None] = self.board.end
+        self.on_rejected: Callable[[int], None] = self.board.rejected
 
     # -- set-up, in the order the issue lists it ------------------------------------------
 
@@ -273,33 +285,32 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def on_request(self, method: str = "", path: str = "") -> None:
-        """Called by a connection as each request starts: count, beat, maybe retire.
-        `method` and `path` (a TCP handler gives "TCP" and the peer) go to the scoreboard,
-        where `prefork status` and a hung-worker report read them."""
-        now = self.board.start(method, path)  # its CLOCK_MONOTONIC start: one clock read
+    def _on_request_threaded(self, method: str = "", path: str = "") -> None:
+        """on_request with request threads: count (atomically) and maybe retire. Threaded
+        workers beat from the main loop only, and only while no request is stuck
+        (threads.py); a beat from here would hide a stuck sibling thread."""
+        self.board.start(method, path)
         self.requests = requests = next(self.counter)
+        if requests == self.max_requests:
+            self._retire()
+
+    def _on_request(self, method: str = "", path: str = "") -> None:
+        """on_request without threads: count, beat (rate-limited: a request costs a
+        comparison, not a send) and maybe retire."""
+        now = self.start_request(method, path)  # its CLOCK_MONOTONIC start
+        self.requests = requests = self.requests + 1
         beat = self.beat
-        beat.requests = requests
-        if self.threads is None:
-            # Threaded workers beat from the main loop only, and only while no request
-            # is stuck (threads.py); a beat from here would hide a stuck sibling thread.
-            # Rate-limited (beat.interval): a request costs a comparison, not a send.
+        if now - beat.last >= beat.interval:
+            beat.requests = requests
             beat.beat(now)
-        if self.max_requests and requests >= self.max_requests and not self.stopping:
-            logger.info("max requests reached requests=%d, exiting gracefully", requests)
+        if requests == self.max_requests:
+            self._retire()
+
+    def _retire(self) -> None:
+        if not self.stopping:
+            logger.info("max requests reached requests=%d, exiting gracefully", self.requests)
             self.board.exit_reason(EXIT_MAX_REQUESTS)
             self.stopping = True
-
-    def on_request_end(self, status: int) -> None:
-        """Called by a connection as each request ends, from the thread that served it:
-        the status code sent (0 if none; scoreboard.TCP for a TCP handler)."""
-        self.board.end(status)
-
-    def on_rejected(self, status: int) -> None:
-        """Called by a connection that refused a request head (400, 408, 413, 414, 431...)
-        before any app saw it: counted by status class, with no duration."""
-        self.board.rejected(status)
 
     def _dispatch(self, conn: Conn, job: Callable[[], None]) -> None:
         """Main thread: take `conn` out of the poller and serve its request in the pool."""
@@ -450,6 +461,7 @@ class Worker:
                     logger.error("a request has run for %.1f s (> --timeout); stopping "
                                  "heartbeats so the master replaces this worker", age)
                 return
+        self.beat.requests = self.requests
         self.beat.beat(now)
 
     def _serve(self, handler: Handler) -> None:

@@ -18,11 +18,21 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from .heads import OWN_DATE, OWN_SERVER, SERVER, SERVER_LINE, AppError, date_line, head, http_date
+from .heads import (
+    OWN_DATE,
+    OWN_SERVER,
+    SERVER,
+    SERVER_LINE,
+    AppError,
+    Head,
+    date_line,
+    head,
+    http_date,
+)
 from .http11 import Request
 
 __all__ = ["SERVER", "AppError", "FileWrapper", "Response", "base_environ", "build_environ",
-           "error_response", "http_date"]
+           "error_response", "http_date", "peer_environ"]
 
 
 class FileWrapper:
@@ -65,6 +75,7 @@ _BASE_ENVIRON: dict[str, Any] = {
 # Host header values with a port, split: "example.com:8080" -> ("example.com", "8080").
 _HOST_PORTS: dict[str, tuple[str, str]] = {}
 _CACHE_MAX = 4096  # for caches keyed by what clients or apps choose: bounded
+_V11 = (1, 1)
 
 
 def base_environ(url_scheme: str, errors: Any, multithread: bool) -> dict[str, Any]:
@@ -75,6 +86,13 @@ def base_environ(url_scheme: str, errors: Any, multithread: bool) -> dict[str, A
             "wsgi.multithread": multithread, "REQUEST_METHOD": "", "PATH_INFO": "",
             "QUERY_STRING": "", "RAW_URI": "", "SERVER_PROTOCOL": "", "REMOTE_ADDR": "",
             "REMOTE_PORT": "", "SERVER_NAME": "", "SERVER_PORT": "", "wsgi.input": None}
+
+
+def peer_environ(base: dict[str, Any], peer: tuple[str, str]) -> dict[str, Any]:
+    """`base` with a connection's REMOTE_ADDR and REMOTE_PORT: each request copies it."""
+    environ = base.copy()
+    environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
+    return environ
 
 
 def _environ_key(name: str) -> str:
@@ -104,37 +122,20 @@ def _server_name(host: str | None, sock: Any) -> tuple[str, str]:
     return (host, server[1]) if host else server
 
 
-def _fields(headers: list[tuple[str, str]]) -> dict[str, str]:
-    """environ keys for header fields, with repeated fields combined into one value
-    (RFC 9110 §5.3; Cookie with "; ", RFC 6265 §5.4)."""
-    fields: dict[str, str] = {}
-    for name, value in headers:
-        key = _environ_key(name)
-        if key in fields:
-            fields[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
-        else:
-            fields[key] = value
-    return fields
-
-
-def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
-                  peer: tuple[str, str], sock: Any, trusted_proxy: bool = False,
-                  ) -> dict[str, Any]:
-    """The PEP 3333 environ, from `base` (base_environ) and the request. The socket's
-    address (getsockname) is asked only when Host names no port, so the common request
-    costs no extra syscall. From a trusted proxy, X-Forwarded-For sets REMOTE_ADDR (its
-    last hop) and X-Forwarded-Proto the scheme."""
+def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any], sock: Any,
+                  trusted_proxy: bool = False) -> dict[str, Any]:
+    """The PEP 3333 environ, from `base` (base_environ, with the connection's REMOTE_ADDR
+    and REMOTE_PORT) and the request. The socket's address (getsockname) is asked only
+    when Host names no port, so the common request costs no extra syscall. Repeated
+    fields are combined into one value (RFC 9110 §5.3; Cookie with "; ", RFC 6265
+    §5.4). From a trusted proxy, X-Forwarded-For sets REMOTE_ADDR (its last hop) and
+    X-Forwarded-Proto the scheme."""
     path = req.path
     if "%" in path:
         # PEP 3333: PATH_INFO is the decoded path as a latin-1 "bytes-as-str".
         path = unquote_to_bytes(path).decode("latin-1")
-    headers = req.headers
-    keys = _ENVIRON_KEYS
-    fields = {keys.get(name) or _environ_key(name): value for name, value in headers}
-    if len(fields) != len(headers):
-        fields = _fields(headers)  # a field was repeated
     host = req.host
-    server = _HOST_PORTS.get(host) if host else None
+    server = _HOST_PORTS.get(host)  # type: ignore[arg-type]  # (None is a fine key)
     if server is None:
         server = _server_name(host, sock)
     environ = base.copy()  # (the fastest of the ways measured: see base_environ)
@@ -142,19 +143,23 @@ def build_environ(req: Request, wsgi_input: Any, base: dict[str, Any],
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = req.query
     environ["RAW_URI"] = req.target
-    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/1.0"
-    environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == _V11 else "HTTP/1.0"
     environ["SERVER_NAME"], environ["SERVER_PORT"] = server
     environ["wsgi.input"] = wsgi_input
-    environ.update(fields)  # (their keys start with HTTP_ or CONTENT_: no clash)
+    keys = _ENVIRON_KEYS
+    for name, value in req.headers:
+        key = keys.get(name) or _environ_key(name)
+        if key in environ:  # a repeated field (no key of base starts with HTTP_/CONTENT_)
+            value = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        environ[key] = value
     if req.content_length is not None:
         environ["CONTENT_LENGTH"] = str(req.content_length)  # "005" and "5, 5" are "5"
-    if trusted_proxy and fields:
-        forwarded = fields.get("HTTP_X_FORWARDED_FOR")
+    if trusted_proxy:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
         if forwarded:
             # The last hop is the one our trusted proxy appended.
             environ["REMOTE_ADDR"] = forwarded.rpartition(",")[2].strip()
-        proto = fields.get("HTTP_X_FORWARDED_PROTO")
+        proto = environ.get("HTTP_X_FORWARDED_PROTO")
         if proto and proto.lower() in ("http", "https"):
             environ["wsgi.url_scheme"] = proto.lower()
     return environ
@@ -168,31 +173,28 @@ class Expecting(Protocol):
     expect: bool  # the client waits for 100 Continue (wsgi.input, body.py)
 
 
+class Sender(Protocol):
+    def send(self, data: bytes) -> None: ...  # all of it, or raise (connection.py)
+
+
 class Response:
     """start_response, the head, and the body framing of one response."""
 
-    __slots__ = ("req", "send", "keep_alive", "status", "status_line", "code", "headers",
-                 "own", "length", "head_sent", "chunked", "no_body", "body_bytes", "body",
-                 "worker")
+    __slots__ = ("req", "conn", "keep_alive", "body", "worker", "head", "code", "length",
+                 "head_sent", "chunked", "no_body", "body_bytes")
 
-    def __init__(self, req: Request, send: Callable[[bytes], None], keep_alive: bool,
-                 body: Expecting, worker: Stopping) -> None:
+    def __init__(self, req: Request, conn: Sender, keep_alive: bool, body: Expecting,
+                 worker: Stopping) -> None:
         self.req = req
-        self.send = send
+        self.conn = conn
         self.keep_alive = keep_alive
         # Asked at head time, when the connection cannot be reused: the request body was
         # never sent (the client still waits for 100 Continue) or the worker is stopping.
         self.body = body
         self.worker = worker
-        self.status: str | None = None
-        # start_response sets status_line (b"HTTP/1.1 <status>\r\n"), headers (the app's
-        # header lines, validated, as sent) and own (heads.OWN_SERVER | OWN_DATE: the app
-        # sent that field itself); they are read only once status is set.
-        self.status_line: bytes
-        self.headers: bytes
-        self.own: int
+        self.head: Head | None = None  # set by start_response (heads.py: checked, cached)
         self.code = 0
-        self.length: int | None = None  # Content-Length the app declared
+        self.length: int | None = None  # Content-Length: the app's, or ours once sent
         self.head_sent = False
         self.chunked = False
         self.no_body = req.method == "HEAD"
@@ -206,22 +208,25 @@ class Response:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # PEP 3333: avoid the traceback cycle
-        elif self.status is not None:
+        elif self.head is not None:
             raise AppError("start_response called twice without exc_info")
-        code, self.status_line, self.headers, self.own, self.length, no_body = \
-            head(status, headers)
-        self.status, self.code = status, code
-        if no_body:
+        self.head = checked = head(status, headers)
+        self.code = checked.code
+        self.length = checked.length
+        if checked.no_body:
             self.no_body = True
         return self.write
 
     def _head(self, total: int | None) -> bytes:
         """Choose the framing, then build the head. `total` is the whole body when known."""
-        if self.status is None:
+        checked = self.head
+        if checked is None:
             raise AppError("the app returned before calling start_response")
+        self.head_sent = True
+        keep_alive = self.keep_alive
+        if keep_alive and (self.body.expect or self.worker.stopping):
+            self.keep_alive = keep_alive = False
         req = self.req
-        if self.keep_alive and (self.body.expect or self.worker.stopping):
-            self.keep_alive = False
         framing = b""
         if self.length is None:
             if total is not None and (not self.no_body or (req.method == "HEAD" and total)):
@@ -230,24 +235,23 @@ class Response:
                 framing = b"Content-Length: %d\r\n" % total
             elif self.no_body:
                 pass
-            elif req.version >= (1, 1):
+            elif req.version >= _V11:
                 self.chunked = True
                 framing = b"Transfer-Encoding: chunked\r\n"
             else:
-                self.keep_alive = False  # close-delimited (RFC 9112 §6.3 item 8)
-        if not self.keep_alive:
+                self.keep_alive = keep_alive = False  # close-delimited (RFC 9112 §6.3 item 8)
+        if not keep_alive:
             framing += b"Connection: close\r\n"
-        elif req.version < (1, 1):
+        elif req.version != _V11:
             framing += b"Connection: keep-alive\r\n"
-        self.head_sent = True
         # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
-        own = self.own
+        own = checked.own
         if not own:
-            return b"".join((self.status_line, SERVER_LINE, date_line(), self.headers,
+            return b"".join((checked.status_line, SERVER_LINE, date_line(), checked.lines,
                              framing, b"\r\n"))
         return b"".join((
-            self.status_line, b"" if own & OWN_SERVER else SERVER_LINE,
-            b"" if own & OWN_DATE else date_line(), self.headers, framing, b"\r\n"))
+            checked.status_line, b"" if own & OWN_SERVER else SERVER_LINE,
+            b"" if own & OWN_DATE else date_line(), checked.lines, framing, b"\r\n"))
 
     def write(self, data: bytes) -> None:
         """The write() callable of start_response, and the body path of the iterable."""
@@ -267,13 +271,19 @@ class Response:
                 out += data
             self.body_bytes += len(data)
         if out:
-            self.send(out)
+            self.conn.send(out)
 
-    def send_whole(self, body: list[bytes] | tuple[bytes, ...], total: int) -> None:
-        """A list/tuple body: one head with its Content-Length and one send."""
+    def send_list(self, body: list[bytes] | tuple[bytes, ...]) -> None:
+        """A list/tuple body, before any write(): one head with its Content-Length, and
+        one send for the common small response."""
+        total = 0
+        for item in body:  # (a loop: a generator in all() costs a frame)
+            if item.__class__ is not bytes and not isinstance(item, bytes):
+                raise AppError("the app returned a non-bytes item")
+            total += len(item)
         head = self._head(total)
         if self.no_body:
-            self.send(head)
+            self.conn.send(head)
             return
         length = self.length  # (set by _head when the app gave none)
         assert length is not None
@@ -284,17 +294,19 @@ class Response:
                 total = length
         self.body_bytes = total
         if total > 65536 and len(body) == 1:
-            self.send(head)  # a large body goes out as it is, not copied behind the head
-            self.send(body[0])
+            self.conn.send(head)  # a large body goes out as it is, not copied behind the head
+            self.conn.send(body[0])
+        elif len(body) == 1:
+            self.conn.send(head + body[0])
         else:
-            self.send(head + b"".join(body))  # one send for the common small response
+            self.conn.send(head + b"".join(body))
 
     def finish(self) -> None:
         """After the last body chunk: terminate the framing."""
         if not self.head_sent:
-            self.send(self._head(0))
+            self.conn.send(self._head(0))
         elif self.chunked:
-            self.send(b"0\r\n\r\n")
+            self.conn.send(b"0\r\n\r\n")
         if self.length is not None and self.body_bytes < self.length and not self.no_body:
             self.keep_alive = False  # short body: the client must see the close
 

@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -116,7 +117,7 @@ def test_simple_get_events_and_fields() -> None:
     assert parser.in_request
     req = parser.next_event()
     assert isinstance(req, Request)
-    assert req._asdict() == {
+    assert asdict(req) == {
         "method": "GET", "target": "/p/a?q=1&r", "path": "/p/a", "query": "q=1&r",
         "version": (1, 1), "headers": [("host", "example.com"), ("user-agent", "t")],
         "host": "example.com", "content_length": None, "chunked": False,

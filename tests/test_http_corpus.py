@@ -12,6 +12,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def replay(pieces: list[bytes], limits: Limits, receive: bool = False) -> list[A
                 return False
             if isinstance(event, Request):
                 assert body is None
-                trace.append(("request", event._asdict()))
+                trace.append(("request", asdict(event)))
                 body = bytearray()
                 assert parser.in_request
             elif isinstance(event, Data):
