@@ -289,7 +289,11 @@ class HttpConnection:
         environ = build_environ(req, body, self.environ, self.sock, self.trusted)
         started = time.time() if settings.access_format is not None else 0.0
         try:
-            self._run_app(environ, resp)
+            result = settings.app(environ, resp.start_response)
+            if result.__class__ is list and resp.head is not None and not resp.head_sent:
+                resp.send_list(result)  # the usual answer (a list has no close())
+            else:
+                self._send_result(result, resp)
         except ClientError as exc:
             logger.debug("client peer=%s dropped: %s", self.peer[0], exc)
             if isinstance(exc, BodyTimeout) and not resp.head_sent:
@@ -393,12 +397,12 @@ class HttpConnection:
             sent += n
         return sent
 
-    def _run_app(self, environ: dict[str, Any], resp: Response) -> None:
-        result = self.settings.app(environ, resp.start_response)
+    def _send_result(self, result: Any, resp: Response) -> None:
+        """Send what the app returned, then close() it (PEP 3333), whatever happens."""
         try:
-            # A list is sent whole with its length, unless write() already sent a head.
-            if ((result.__class__ is list or isinstance(result, (list, tuple)))
-                    and resp.head is not None and not resp.head_sent):
+            # A list or tuple is sent whole with its length, unless write() sent a head.
+            if (isinstance(result, (list, tuple)) and resp.head is not None
+                    and not resp.head_sent):
                 resp.send_list(result)
             elif isinstance(result, FileWrapper) and result.fileno() is not None:
                 self._send_file(result, resp)
@@ -408,10 +412,9 @@ class HttpConnection:
                         resp.write(chunk)
                 resp.finish()
         finally:
-            if result.__class__ is not list:  # (a list has no close(): skip the lookup)
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
 
     def _send_file(self, wrapper: FileWrapper, resp: Response) -> None:
         """wsgi.file_wrapper over a regular file: the kernel copies it (sendfile(2))."""

@@ -157,6 +157,7 @@ _new_object: Final = object.__new__
 # only short lines are kept, and a full cache is emptied.
 _seen_request_lines: dict[bytes, _RequestLine] = {}
 _seen_fields: dict[bytes, tuple[str, str]] = {}
+_seen_field: Final = _seen_fields.get
 SEEN_MAX: Final = 1024  # entries per cache
 SEEN_LINE_MAX: Final = 256  # bytes: at most ~0.5 MiB of lines per cache
 
@@ -172,12 +173,16 @@ class RequestParser:
     """Incremental HTTP/1.1 request parser for one connection (see module Rules)."""
 
     __slots__ = (
-        "_limits", "_buf", "_state", "_eof", "_error", "_scan", "_skipped", "_reqline",
-        "_headers", "_nfields", "_remaining", "_total", "_trailers",
+        "_limits", "_small_head", "_max_fields", "_buf", "_state", "_eof", "_error", "_scan",
+        "_skipped", "_reqline", "_headers", "_nfields", "_remaining", "_total", "_trailers",
     )
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self._limits = limits if limits is not None else Limits()
+        self._limits = limits = limits if limits is not None else Limits()
+        # A head no longer than this, with at most _max_fields field lines, crosses no
+        # limit (checked once here, not per request; limits are fixed per parser).
+        self._small_head = min(limits.request_line, limits.field_size)
+        self._max_fields = limits.fields
         self._buf = bytearray()
         self._state = _HEAD
         self._eof = False
@@ -417,22 +422,19 @@ class RequestParser:
         alone, and clients repeat most of their lines (Host, User-Agent, Accept...) on
         every request. Limits are checked here, for every head, as the per-line path
         would; if one might be crossed, the per-line path finds where."""
-        limits = self._limits
         lines = head.split(b"\r\n")
         first = lines[0]
-        if (len(first) > limits.request_line or len(lines) > limits.fields + 1
-                or len(head) - len(first) > limits.field_size + 2):
-            return None
+        del lines[0]  # the field lines
+        if len(head) > self._small_head or len(lines) > self._max_fields:
+            limits = self._limits
+            if (len(first) > limits.request_line or len(lines) > limits.fields
+                    or len(head) - len(first) > limits.field_size + 2):
+                return None
         reqline = _seen_request_lines.get(first)
         if reqline is not None:
-            headers = []
-            for i in range(1, len(lines)):
-                field = _seen_fields.get(lines[i])
-                if field is None:
-                    break
-                headers.append(field)
-            else:
-                return self._finish_head(reqline, headers)
+            seen = list(map(_seen_field, lines))  # (no bytecode per field)
+            if None not in seen:
+                return self._finish_head(reqline, seen)  # type: ignore[arg-type]  # no None
         m = _match_request_line(head)
         if m is None:
             return None
@@ -449,10 +451,10 @@ class RequestParser:
             reqline = self._request_line(method, target, version)
         _remember(_seen_request_lines, first, reqline)
         headers = []  # (a plain loop: cheaper than a comprehension's call in 3.11)
-        for i, (name, value) in enumerate(pairs, 1):
+        for line, (name, value) in zip(lines, pairs, strict=True):
             field = (_known_name(name) or name.lower().decode("latin-1"),
                      value.decode("latin-1"))
-            _remember(_seen_fields, lines[i], field)
+            _remember(_seen_fields, line, field)
             headers.append(field)
         return self._finish_head(reqline, headers)
 
@@ -566,30 +568,19 @@ class RequestParser:
 
     def _finish_head(self, reqline: _RequestLine, headers: list[tuple[str, str]]) -> Request:
         """The head is valid line by line: check the special fields, pick the framing."""
-        method, target, path, query, version, authority = reqline
-        host, cl, chunked, persistent, expect = _read_fields(
-            headers, version == _V11, authority, self._limits.body)
-        if chunked:
+        # Built field by field: half the cost of calling the dataclass's __init__.
+        req = _new_object(Request)
+        (req.method, req.target, req.path, req.query, req.version, authority) = reqline
+        req.headers = headers
+        _read_fields(req, authority, self._limits.body)  # host ... expect_continue
+        if req.chunked:
             self._state = _CHUNK_SIZE
             self._total = 0
-        elif cl:
+        elif req.content_length:
             self._state = _BODY
-            self._remaining = cl
+            self._remaining = req.content_length
         else:
             self._state = _EOM
         self._scan = 0
         self._skipped = 0
-        # Built field by field: half the cost of calling the dataclass's __init__.
-        req = _new_object(Request)
-        req.method = method
-        req.target = target
-        req.path = path
-        req.query = query
-        req.version = version
-        req.headers = headers
-        req.host = host
-        req.content_length = cl
-        req.chunked = chunked
-        req.keep_alive = persistent
-        req.expect_continue = expect
         return req

@@ -18,12 +18,16 @@ for anything that would make the message ambiguous. Decisions:
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prefork import http11_rules as _r
 from prefork.http11_rules import ProtocolError
 
+if TYPE_CHECKING:
+    from prefork.http11 import Request
+
 _COMMA: Final = 44
+_V11: Final = (1, 1)
 
 # Host values that passed HOST (never ""), shared by every connection of the process:
 # clients repeat the same few on every request, so each is matched once. Bounded, since
@@ -32,9 +36,11 @@ _valid_hosts: set[str] = set()
 _VALID_HOSTS_MAX: Final = 1024
 
 
-def read_fields(headers: list[tuple[str, str]], v11: bool, authority: str | None,
-                body_limit: int) -> tuple[str | None, int | None, bool, bool, bool]:
-    """(host, content_length, chunked, persistent, expect_continue) of a valid head."""
+def read_fields(req: Request, authority: str | None, body_limit: int) -> None:
+    """Set req.host, content_length, chunked, keep_alive and expect_continue from the
+    fields of a valid head (req.headers) and its request line (req.version; the
+    authority of an absolute-form target)."""
+    v11 = req.version == _V11
     host: str | None = None
     hosts = ctypes = 0
     cl: int | None = None
@@ -42,7 +48,7 @@ def read_fields(headers: list[tuple[str, str]], v11: bool, authority: str | None
     codings: list[bytes] | None = None
     close = keep_alive = expect = False
     special = _r.SPECIAL_FIELDS
-    for name, text in headers:
+    for name, text in req.headers:
         if name not in special:
             continue
         if name == "host":
@@ -112,4 +118,8 @@ def read_fields(headers: list[tuple[str, str]], v11: bool, authority: str | None
         chunked = True
     elif cl and body_limit and cl > body_limit:
         raise ProtocolError(413, "request body too large")
-    return host, cl, chunked, not close and (v11 or keep_alive), expect and v11
+    req.host = host
+    req.content_length = cl
+    req.chunked = chunked
+    req.keep_alive = not close and (v11 or keep_alive)
+    req.expect_continue = expect and v11

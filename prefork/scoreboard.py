@@ -97,7 +97,8 @@ def status_class(status: int) -> int:
     return len(CLASSES) - 1 if status == TCP else 0
 
 
-_CLASS_INDEX = {status: status_class(status) for status in (*range(100, 600), TCP)}
+_CLASS_OF = {status: status_class(status) for status in (*range(100, 600), TCP)}
+_monotonic = time.monotonic
 
 
 # -- the worker side ------------------------------------------------------------------
@@ -138,7 +139,7 @@ class _Record:
 
     def start(self, method: str, path: str) -> float:
         """Record the request; returns its start (CLOCK_MONOTONIC), for the caller's beat."""
-        self.started = now = time.monotonic()
+        self.started = now = _monotonic()
         if path == self.path and method == self.method:
             self.d[self.i_started] = now
             return now
@@ -159,10 +160,10 @@ class _Record:
     def end(self, status: int) -> None:
         self.d[self.i_started] = 0.0  # idle, visible at once
         started = self.started
-        duration = time.monotonic() - started if started else 0.0
+        duration = _monotonic() - started if started else 0.0
         self.started = 0.0
         counts = self.counts
-        counts[_CLASS_INDEX.get(status, 0)] += 1
+        counts[_CLASS_OF.get(status, 0)] += 1
         counts[_N_CLASSES + bisect_left(BOUNDS, duration)] += 1
         self.total += duration
         self.dirty = True
