@@ -120,8 +120,8 @@ def make_handler(app: Any, config: Config, worker: WorkerState,
 
 
 class HttpConnection:
-    __slots__ = ("sock", "fd", "settings", "parser", "deadline", "lingering", "closed", "busy",
-                 "served", "peer", "trusted", "environ")
+    __slots__ = ("sock", "fd", "settings", "parser", "deadline", "heading", "lingering",
+                 "closed", "busy", "served", "peer", "trusted", "environ")
 
     def __init__(self, sock: socket.socket, addr: Any, settings: Settings, now: float) -> None:
         sock.setblocking(False)
@@ -129,7 +129,10 @@ class HttpConnection:
         self.fd = sock.fileno()
         self.settings = settings
         self.parser = RequestParser(settings.limits)
+        # Until the first request: --header-timeout from the connection; then --keep-alive
+        # between requests, and --header-timeout again from a head's first bytes.
         self.deadline = now + settings.header_timeout
+        self.heading = False  # deadline is the head's (set when its first bytes came)
         self.lingering = False
         self.closed = False
         self.busy = False  # owned by a request thread (set and cleared by the worker)
@@ -177,11 +180,8 @@ class HttpConnection:
             if not data:
                 self.close()
             return not self.closed
-        parser = self.parser
-        if data and not parser.in_request:
-            self.deadline = now + self.settings.header_timeout  # a new head begins
         try:
-            event = parser.receive(data)
+            event = self.parser.receive(data)
         except ProtocolError as exc:
             return self._reject(exc, now)
         return self._process(now, event, self.settings.dispatch is None)
@@ -206,6 +206,7 @@ class HttpConnection:
         settings = self.settings
         while True:
             if event.__class__ is Request:
+                self.heading = False
                 if not inline:
                     assert settings.dispatch is not None
                     settings.dispatch(self, functools.partial(self._serve_in_thread, event))
@@ -213,11 +214,19 @@ class HttpConnection:
                 if not self._serve(event):
                     return not self.closed
                 now = time.monotonic()
-                if not parser.in_request:
-                    return self._keep_alive(now)  # the usual case: nothing pipelined
-                self.deadline = now + settings.header_timeout  # a pipelined request
+                if not parser.in_request:  # the usual case: nothing pipelined
+                    if settings.worker.stopping or not settings.persist:
+                        self.close()
+                        return False
+                    self.deadline = now + settings.keepalive
+                    return True
             elif event is NEED_DATA:
-                return self._keep_alive(now) if not parser.in_request else True
+                if not parser.in_request:
+                    return self._keep_alive(now)
+                if not self.heading:  # the first bytes of a head: its deadline starts now
+                    self.heading = True
+                    self.deadline = now + settings.header_timeout
+                return True
             elif event is CLOSED:
                 self.close()
                 return False
@@ -233,9 +242,10 @@ class HttpConnection:
         return self._fail(exc.status, exc.reason, now)
 
     def _keep_alive(self, now: float) -> bool:
-        """Between requests: wait up to --keep-alive for the next one, or close now."""
+        """Between requests: wait up to --keep-alive for the next one, or close now (as
+        _process does inline after a request)."""
         settings = self.settings
-        if settings.worker.stopping or not settings.keepalive:
+        if settings.worker.stopping or not settings.persist:
             self.close()
             return False
         self.deadline = now + settings.keepalive

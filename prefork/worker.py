@@ -440,8 +440,6 @@ class Worker:
 
     def _expire(self, now: float) -> None:
         """Close the connections whose deadline passed; find the next deadline."""
-        if now < self.next_check:
-            return
         next_check = math.inf
         for conn in list(self.conns.values()):
             if conn.deadline <= now:
@@ -481,6 +479,7 @@ class Worker:
         ep.register(self.wake_r, select.EPOLLIN)
         monotonic = time.monotonic
         publish = self.board.publish  # the counters of the requests served this turn
+        beat = self.beat
         accepting = True
         while True:
             if accepting and self.stopping:
@@ -516,17 +515,22 @@ class Worker:
                             break
                 elif tag is not None and self.listening:
                     self._accept(tag, handler)
+            # The rest of a turn, each part called only when it may have work (a turn
+            # under load serves several requests; these checks are its fixed cost).
             now = monotonic()
-            if self.threads is not None:
+            threaded = self.threads is not None
+            if threaded:
                 self._returned()
-            self._expire(now)
-            if not self.stopping:
-                self._update_listening(now)
+            if now >= self.next_check:
+                self._expire(now)
+            if not self.stopping and (threaded or not self.listening):
+                self._update_listening(now)  # (a pause or a full pool is undone here)
             if self.reopen_logs:
                 self.reopen_logs = False
                 log.reopen()
                 faulthandler.register(DUMP_SIGNAL, file=self.ctx.dump_fd, all_threads=True)
-            self._beat(now)
+            if threaded or now - beat.last >= beat.interval:
+                self._beat(now)
             publish()
             if self.reloader is not None and not self.stopping and self.reloader.changed(now):
                 self.stopping = True  # finish in-flight requests, then exit RELOAD_EXIT
