@@ -51,10 +51,10 @@ share of the findall, two decodes, a tuple). Expect 2-3x less on a desktop CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 from prefork import http11_rules as _r
+from prefork.http11_events import CLOSED, NEED_DATA, Data, EndOfMessage, Event, Request, Sentinel
 from prefork.http11_fields import read_fields as _read_fields
 from prefork.http11_rules import Limits, ProtocolError
 
@@ -63,69 +63,6 @@ __all__ = [
     "Request", "RequestParser", "Sentinel",
 ]
 
-
-@dataclass(slots=True)
-class Request:
-    """A request head: what the app may see of it, and how its body is framed."""
-
-    method: str
-    target: str
-    path: str
-    query: str
-    version: tuple[int, int]
-    headers: list[tuple[str, str]]
-    host: str | None
-    content_length: int | None
-    chunked: bool
-    keep_alive: bool
-    expect_continue: bool
-
-
-class Data:
-    """A piece of the request body."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Data) and other.data == self.data
-
-    def __repr__(self) -> str:
-        return f"Data({self.data!r})"
-
-
-class EndOfMessage:
-    """End of one request; ``trailers`` holds the permitted chunked trailer fields."""
-
-    __slots__ = ("trailers",)
-
-    def __init__(self, trailers: list[tuple[str, str]] | None = None) -> None:
-        self.trailers = [] if trailers is None else trailers
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EndOfMessage) and other.trailers == self.trailers
-
-    def __repr__(self) -> str:
-        return f"EndOfMessage({self.trailers!r})"
-
-
-class Sentinel:
-    """NEED_DATA and CLOSED: compare with ``is``."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-NEED_DATA: Final = Sentinel("NEED_DATA")
-CLOSED: Final = Sentinel("CLOSED")
-Event = Request | Data | EndOfMessage | Sentinel
 
 # Parser states.
 _HEAD: Final = 0  # reading a request head (or idle between requests)
@@ -136,14 +73,13 @@ _CHUNK_DATA: Final = 4  # inside chunk-data, self._remaining bytes to go
 _CHUNK_END: Final = 5  # expecting the CRLF after chunk-data
 _TRAILER: Final = 6  # reading trailer fields after the last chunk
 
-_V11: Final = (1, 1)
-_V10: Final = (1, 0)
+_V11: Final = _r.V11
 _CR: Final = 13
 _SLASH: Final = 47
 _UNDERSCORE: Final = 95  # an int: `int in bytes` is ~10x faster than `bytes in bytes`
 
-# method, target, path, query, version, authority (absolute-form only)
-_RequestLine = tuple[str, str, str, str, tuple[int, int], str | None]
+_RequestLine = _r.RequestLine
+_request_line: Final = _r.request_line
 
 # Bound methods of the hot-path patterns (one lookup less per request).
 _match_request_line: Final = _r.REQUEST_LINE_AT.match
@@ -448,7 +384,7 @@ class RequestParser:
             path, _, query = text.partition("?")
             reqline = (method.decode("latin-1"), text, path, query, _V11, None)
         else:
-            reqline = self._request_line(method, target, version)
+            reqline = _request_line(method, target, version)
         _remember(_seen_request_lines, first, reqline)
         headers = []  # (a plain loop: cheaper than a comprehension's call in 3.11)
         for line, (name, value) in zip(lines, pairs, strict=True):
@@ -499,7 +435,7 @@ class RequestParser:
             m = _r.REQUEST_LINE.fullmatch(line)
             if m is None:
                 raise ProtocolError(400, _r.request_line_error(line))
-            self._reqline = self._request_line(*m.groups())
+            self._reqline = _request_line(*m.groups())
             self._headers = []
             self._nfields = 0
             start = 1
@@ -525,40 +461,6 @@ class RequestParser:
                 continue
             headers.append((raw_name.lower().decode("latin-1"), raw_value.decode("latin-1")))
         self._nfields = nfields
-
-    @staticmethod
-    def _request_line(method: bytes, target: bytes, version: bytes) -> _RequestLine:
-        """The meaning of a request line that matched REQUEST_LINE (RFC 9112 §3)."""
-        if version == b"HTTP/1.1":
-            v = _V11
-        elif version == b"HTTP/1.0":
-            v = _V10
-        else:
-            raise ProtocolError(505, "HTTP version not supported")
-        # RFC 9112 §3.2: the four forms, each only where it is allowed.
-        if target[0] == _SLASH:
-            if method == b"CONNECT":
-                raise ProtocolError(400, "CONNECT requires an authority-form target")
-            text = target.decode("latin-1")
-            path, _, query = text.partition("?")
-            return method.decode("latin-1"), text, path, query, v, None
-        if method == b"CONNECT":
-            if _r.AUTHORITY_FORM.fullmatch(target) is None:
-                raise ProtocolError(400, "invalid authority-form target")
-            return "CONNECT", target.decode("latin-1"), "", "", v, None
-        if target == b"*":
-            if method != b"OPTIONS":
-                raise ProtocolError(400, "asterisk-form target only allowed with OPTIONS")
-            return "OPTIONS", "*", "*", "", v, None
-        a = _r.ABSOLUTE_FORM.fullmatch(target)
-        # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
-        if a is None or not _r.valid_host(a.group(1)):
-            raise ProtocolError(400, "invalid request-target")
-        path, _, query = a.group(2).decode("latin-1").partition("?")
-        return (
-            method.decode("latin-1"), target.decode("latin-1"), path or "/", query, v,
-            a.group(1).decode("latin-1"),
-        )
 
     def _finish_lines(self) -> Request:
         reqline = self._reqline

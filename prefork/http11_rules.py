@@ -1,4 +1,4 @@
-"""Limits, grammar and constants for prefork.http11 (RFC 9112 / RFC 9110).
+"""Limits, grammar, constants and the meaning of a request line for prefork.http11
 
 Rules
 -----
@@ -220,3 +220,46 @@ def field_line_error(line: bytes, what: str) -> str:
     if TOKEN.fullmatch(name) is None:
         return f"invalid {what} name"
     return f"invalid {what} value"
+
+
+# -- the request line -----------------------------------------------------------------
+
+# method, target, path, query, version, authority (absolute-form only)
+RequestLine = tuple[str, str, str, str, tuple[int, int], str | None]
+V11: Final = (1, 1)
+V10: Final = (1, 0)
+SLASH: Final = 47
+
+
+def request_line(method: bytes, target: bytes, version: bytes) -> RequestLine:
+    """The meaning of a request line that matched REQUEST_LINE (RFC 9112 §3)."""
+    if version == b"HTTP/1.1":
+        v = V11
+    elif version == b"HTTP/1.0":
+        v = V10
+    else:
+        raise ProtocolError(505, "HTTP version not supported")
+    # RFC 9112 §3.2: the four forms, each only where it is allowed.
+    if target[0] == SLASH:
+        if method == b"CONNECT":
+            raise ProtocolError(400, "CONNECT requires an authority-form target")
+        text = target.decode("latin-1")
+        path, _, query = text.partition("?")
+        return method.decode("latin-1"), text, path, query, v, None
+    if method == b"CONNECT":
+        if AUTHORITY_FORM.fullmatch(target) is None:
+            raise ProtocolError(400, "invalid authority-form target")
+        return "CONNECT", target.decode("latin-1"), "", "", v, None
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError(400, "asterisk-form target only allowed with OPTIONS")
+        return "OPTIONS", "*", "*", "", v, None
+    a = ABSOLUTE_FORM.fullmatch(target)
+    # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
+    if a is None or not valid_host(a.group(1)):
+        raise ProtocolError(400, "invalid request-target")
+    path, _, query = a.group(2).decode("latin-1").partition("?")
+    return (
+        method.decode("latin-1"), target.decode("latin-1"), path or "/", query, v,
+        a.group(1).decode("latin-1"),
+    )

@@ -906,3 +906,52 @@ def bench(repeat: int = 20, number: int = 10000) -> None:
 
 if __name__ == "__main__":
     bench()
+
+
+# -- the caches of lines seen valid (http11._whole_head) ------------------------------
+
+
+def test_a_line_seen_valid_still_obeys_every_limit() -> None:
+    """A cached request line or field line is valid grammar, but limits belong to each
+    parser: a line cached under loose limits must still fail a stricter parser."""
+    long_field = b"X-Long: " + b"v" * 60
+    assert isinstance(first_request(get(long_field)), Request)  # now cached
+    assert error_of(get(long_field), Limits(field_size=40))[0] == 431
+    assert error_of(get(b"A: 1", b"B: 2"), Limits(fields=2))[0] == 431
+    target = b"GET /" + b"p" * 50 + b" HTTP/1.1"
+    assert isinstance(first_request(get(start=target)), Request)
+    assert error_of(get(start=target), Limits(request_line=40))[0] == 414
+
+
+def test_a_cached_line_parses_exactly_as_the_first_time() -> None:
+    data = get(b"User-Agent: curl/8.0  ", b"Accept: */*", b"Cookie: a=1", b"Cookie: b=2",
+               start=b"GET /x?y=1 HTTP/1.1")
+    first, again = first_request(data), first_request(data)
+    assert asdict(first) == asdict(again)
+    assert first.headers[1] == ("user-agent", "curl/8.0")  # trailing OWS dropped
+
+
+def test_line_caches_are_bounded() -> None:
+    from prefork import http11
+
+    for i in range(http11.SEEN_MAX + 10):
+        assert isinstance(first_request(get(b"X-N: %d" % i, start=b"GET /%d HTTP/1.1" % i)),
+                          Request)
+    assert len(http11._seen_fields) <= http11.SEEN_MAX
+    assert len(http11._seen_request_lines) <= http11.SEEN_MAX
+    long_line = b"X-Big: " + b"b" * http11.SEEN_LINE_MAX
+    assert isinstance(first_request(get(long_line)), Request)
+    assert long_line not in http11._seen_fields  # long lines are parsed every time
+
+
+def test_receive_is_feed_then_next_event() -> None:
+    """receive() parses a head straight from the received bytes; what follows the head
+    (a body, a pipelined request) is buffered as feed() would."""
+    for data in (get(), post(b"Content-Length: 5", body=b"hello") + get(), get() + get(),
+                 b"\r\n" + get(), get()[:-1]):
+        via_receive, via_feed = RequestParser(), RequestParser()
+        first = via_receive.receive(data)
+        via_feed.feed(data)
+        assert first == via_feed.next_event()
+        assert via_receive.buffered == via_feed.buffered
+        assert via_receive.in_request == via_feed.in_request
