@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import log, policy, template
+from . import log, policy, process, template
 from .config import Config
 from .policy import SlotBackoff
 from .signals import TABLE
@@ -49,7 +49,6 @@ logger = log.logger
 # master's loop must not stay blocked on it.
 SPAWN_WAIT = 2.0
 RETIRE_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for a template told to go
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 @dataclass(eq=False)
@@ -66,17 +65,6 @@ class Template:
     retiring: bool = False  # told to go, or given up on: its exit is expected
     kill_at: float | None = None  # boot deadline, then the retire deadline
     gone: bool = False  # EOF seen on sock
-
-
-def become_subreaper() -> bool:
-    """Make orphaned descendants (the workers a template double-forks) our children."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 def start(config: Config, generation: int, listeners: list[Listener],
@@ -149,7 +137,7 @@ class Templates:
         """Fork the template of `generation`, with --timeout to import the app. None if
         fork() failed (retried after a backoff). Raises RuntimeError without prctl()."""
         if not self.subreaper:
-            if not become_subreaper():
+            if not process.become_subreaper():
                 raise RuntimeError("--preload needs prctl(PR_SET_CHILD_SUBREAPER) "
                                    "(Linux 3.4 or later)")
             self.subreaper = True

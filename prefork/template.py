@@ -26,7 +26,7 @@ import time
 import traceback
 from typing import NoReturn
 
-from . import log, proctitle, worker
+from . import log, process, proctitle, worker
 from .app import failure_reason, load
 from .config import Config
 from .errors import ExitCode
@@ -73,7 +73,7 @@ class _Template:
                 pass
         for board in unmap:  # the master's workers' boards: not ours
             board.close()
-        worker.set_parent_death_signal(signal.SIGTERM)
+        process.set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.master_pid:
             return ExitCode.OK  # the master died before prctl(): nobody needs us
         log.set_role(f"template {self.generation}")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from . import log, proctitle
+from . import log, process, proctitle
 from .app import failure_reason, load
 from .config import Config
 from .errors import ExitCode
@@ -97,34 +97,6 @@ _EPOLLEXCLUSIVE: int = getattr(select, "EPOLLEXCLUSIVE", 0)
 # family and type properties convert to enums each time): the C accept (accept4(2) with
 # SOCK_CLOEXEC, as socket.accept uses) and what the new socket object is built with.
 _Listening = tuple[Callable[[], tuple[int, Any]], int, int, int]
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """prctl(PR_SET_PDEATHSIG): the kernel signals us when the master dies (Linux only)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the heartbeat EOF still tells us
-
-
-def _drop_privileges(user: str | None, group: str | None) -> None:
-    import grp
-    import pwd
-
-    if group is not None:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        os.setgid(gid)
-    if user is not None:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        if group is None:
-            os.setgid(entry.pw_gid)
-        if os.getuid() == 0:
-            os.initgroups(entry.pw_name, os.getgid())
-        os.setuid(entry.pw_uid)
 
 
 def preimport(protocol: str) -> None:
@@ -203,7 +175,7 @@ class Worker:
                 pass  # already closed by the selector's close
         for sibling in self.ctx.unmap:  # not descriptors, but not ours to write either
             sibling.close()
-        set_parent_death_signal(signal.SIGTERM)
+        process.set_parent_death_signal(signal.SIGTERM)  # the heartbeat EOF tells us too
         if os.getppid() != self.ctx.master_pid:
             # The master died between fork() and prctl(): nobody will tell us later.
             raise SystemExit(ExitCode.OK)
@@ -254,7 +226,7 @@ class Worker:
         # after the switch the new user may not see the interpreter's own directories.
         make_handler = self._handler_factory()
         if config.user or config.group:
-            _drop_privileges(config.user, config.group)
+            process.drop_privileges(config.user, config.group)
         app = ctx.app
         if app is None:
             try:
