@@ -159,17 +159,19 @@ def head(status: Any, headers: Any) -> Head:
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
            "Dec")
-_date_cache: tuple[int, bytes, bytes] = (0, b"", b"")  # second, value, b"Date: ...\r\n"
+# [second, value, b"Date: <value>\r\n"], updated in place once per second: a response
+# head checks DATE[0] against the clock and calls date_line() only when it moved on.
+DATE: list[Any] = [0, b"", b""]
+_time = time.time
 
 
-def _date(now: int) -> tuple[int, bytes, bytes]:
-    global _date_cache
+def _date(now: int) -> list[Any]:
     t = time.gmtime(now)
     value = b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
         _DAYS[t.tm_wday].encode(), t.tm_mday, _MONTHS[t.tm_mon].encode(), t.tm_year,
         t.tm_hour, t.tm_min, t.tm_sec)
-    _date_cache = (now, value, b"Date: " + value + b"\r\n")
-    return _date_cache
+    DATE[:] = (now, value, b"Date: " + value + b"\r\n")
+    return DATE
 
 
 def http_date() -> bytes:
@@ -177,13 +179,11 @@ def http_date() -> bytes:
 
     Written out here rather than with email.utils.formatdate: importing the email package
     costs start-up time, and strftime would follow the locale."""
-    now = int(time.time())
-    cached = _date_cache
-    return (cached if cached[0] == now else _date(now))[1]
+    now = int(_time())
+    return (DATE if DATE[0] == now else _date(now))[1]
 
 
 def date_line() -> bytes:
-    """b"Date: <http_date()>\\r\\n"."""
-    now = int(time.time())
-    cached = _date_cache
-    return (cached if cached[0] == now else _date(now))[2]
+    """b"Date: <http_date()>\r\n"."""
+    now = int(_time())
+    return (DATE if DATE[0] == now else _date(now))[2]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 _COMMA: Final = 44
 _V11: Final = (1, 1)
+_SPECIAL: Final = _r.SPECIAL_FIELDS
 
 # Host values that passed HOST (never ""), shared by every connection of the process:
 # clients repeat the same few on every request, so each is matched once. Bounded, since
@@ -47,9 +48,8 @@ def read_fields(req: Request, authority: str | None, body_limit: int) -> None:
     cl_digits = b""
     codings: list[bytes] | None = None
     close = keep_alive = expect = False
-    special = _r.SPECIAL_FIELDS
     for name, text in req.headers:
-        if name not in special:
+        if name not in _SPECIAL:
             continue
         if name == "host":
             hosts += 1

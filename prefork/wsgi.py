@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from .heads import (
+    DATE,
     OWN_DATE,
     OWN_SERVER,
     SERVER,
@@ -76,6 +78,7 @@ _BASE_ENVIRON: dict[str, Any] = {
 _HOST_PORTS: dict[str, tuple[str, str]] = {}
 _CACHE_MAX = 4096  # for caches keyed by what clients or apps choose: bounded
 _V11 = (1, 1)
+_time = time.time
 
 
 def base_environ(url_scheme: str, errors: Any, multithread: bool) -> dict[str, Any]:
@@ -247,8 +250,10 @@ class Response:
         # Date and Server are singletons (RFC 9110 §5.3): the app's own value wins.
         own = checked.own
         if not own:
-            return b"".join((checked.status_line, SERVER_LINE, date_line(), checked.lines,
-                             framing, b"\r\n"))
+            # (date_line() inlined for the usual case: the second has not moved on)
+            date = DATE[2] if DATE[0] == int(_time()) else date_line()
+            return b"".join((checked.status_line, SERVER_LINE, date, checked.lines, framing,
+                             b"\r\n"))
         return b"".join((
             checked.status_line, b"" if own & OWN_SERVER else SERVER_LINE,
             b"" if own & OWN_DATE else date_line(), checked.lines, framing, b"\r\n"))
@@ -276,11 +281,16 @@ class Response:
     def send_list(self, body: list[bytes] | tuple[bytes, ...]) -> None:
         """A list/tuple body, before any write(): one head with its Content-Length, and
         one send for the common small response."""
-        total = 0
-        for item in body:  # (a loop: a generator in all() costs a frame)
-            if item.__class__ is not bytes and not isinstance(item, bytes):
+        if len(body) == 1:  # the usual answer
+            if body[0].__class__ is not bytes and not isinstance(body[0], bytes):
                 raise AppError("the app returned a non-bytes item")
-            total += len(item)
+            total = len(body[0])
+        else:
+            total = 0
+            for item in body:  # (a loop: a generator in all() costs a frame)
+                if not isinstance(item, bytes):
+                    raise AppError("the app returned a non-bytes item")
+                total += len(item)
         head = self._head(total)
         if self.no_body:
             self.conn.send(head)
