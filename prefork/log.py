@@ -224,10 +224,16 @@ _ATOM_CODE = {
     "p": "_pid_atom or _pid()",
 }
 
-# A format whose every conversion names its key (`%(h)s`, `%(s)5d`, and `%%`) reads only
-# the keys it names, so a mapping of just those renders the same line. Any other format
-# (a bare %s prints the whole mapping, `*` takes a width from it, a key with parentheses)
-# gets every atom in a mapping that answers "-" for other keys, exactly as before.
+# A format whose every conversion is a plain `%(key)s` (and `%%`), gunicorn's default
+# among them, is the same line as an f-string of the atoms: every atom is a str, which %s
+# and {} both render as itself, and no conversion can fail. One BUILD_STRING then does
+# what parsing the format and filling a mapping did.
+_PLAIN = re.compile(r"(?:[^%]|%%|%\([^()]*\)s)*")
+_PLAIN_PART = re.compile(r"(%%)|%\(([^()]*)\)s|([^%]+)")
+# A format whose every conversion names its key (`%(s)5d`, `%(a).3s`) reads only the keys
+# it names, so a mapping of just those renders the same line. Any other format (a bare
+# %s prints the whole mapping, `*` takes a width from it, a key with parentheses) gets
+# every atom in a mapping that answers "-" for other keys, exactly as before.
 _NAMED_ONLY = re.compile(r"(?:[^%]|%%|%\([^()]*\)[#0 +\-]*\d*(?:\.\d*)?[hlL]?[a-zA-Z%])*")
 _KEY = re.compile(r"%\(([^()]*)\)")
 
@@ -238,26 +244,39 @@ def _compile(fmt: str) -> _Render:
     """fmt as a function of (environ, status, length, duration) that returns the line.
 
     Generated source, so that the atoms are computed inline: a call per atom, or a loop
-    over them, cost as much as the atoms themselves. Keys enter the source only through
-    repr() and the format itself only as a closure variable."""
-    if _NAMED_ONLY.fullmatch(fmt):
-        keys = set(_KEY.findall(fmt))  # (`%%(x)` adds x: one atom too many is harmless)
-        entries = [(k, code) for k, code in _ATOM_CODE.items() if k in keys]
-        entries += [(k, '"-"') for k in sorted(keys - _ATOM_CODE.keys())]
-        mapping = "{%s}"
+    over them, cost as much as the atoms themselves. Keys and literal text enter the
+    source only through repr(); a %-format only as a closure variable."""
+    if _PLAIN.fullmatch(fmt):
+        template, used = [], set()
+        for percent, key, text in _PLAIN_PART.findall(fmt):
+            if key in _ATOM_CODE:
+                template.append(f"{{_{key}}}")
+                used.add(key)
+            else:
+                literal = "%" if percent else text or "-"  # an unknown key reads "-"
+                template.append(literal.replace("{", "{{").replace("}", "}}"))
+        assignments = "".join(f"        _{k} = {code}\n"
+                              for k, code in _ATOM_CODE.items() if k in used)
+        body = f"{assignments}        return f{''.join(template)!r}\n"
     else:
-        entries = list(_ATOM_CODE.items())
-        mapping = "_Atoms({%s})"
-    atoms = mapping % ", ".join(f"{key!r}: {code}" for key, code in entries)
-    source = (
-        "def _make(fmt):\n"
-        "    def render(environ, status, length, duration):\n"
-        "        get = environ.get\n"
-        "        try:\n"
-        f"            return fmt % {atoms}\n"
-        "        except (KeyError, ValueError, TypeError) as exc:\n"
-        '            return f"bad access log format ({exc}): {_request_line(environ)}"\n'
-        "    return render\n")
+        if _NAMED_ONLY.fullmatch(fmt):
+            keys = set(_KEY.findall(fmt))  # (`%%(x)` adds x: one atom too many is harmless)
+            entries = [(k, code) for k, code in _ATOM_CODE.items() if k in keys]
+            entries += [(k, '"-"') for k in sorted(keys - _ATOM_CODE.keys())]
+            mapping = "{%s}"
+        else:
+            entries = list(_ATOM_CODE.items())
+            mapping = "_Atoms({%s})"
+        atoms = mapping % ", ".join(f"{key!r}: {code}" for key, code in entries)
+        body = ("        try:\n"
+                f"            return fmt % {atoms}\n"
+                "        except (KeyError, ValueError, TypeError) as exc:\n"
+                '            return f"bad access log format ({exc}): {_request_line(environ)}"\n')
+    source = ("def _make(fmt):\n"
+              "    def render(environ, status, length, duration):\n"
+              "        get = environ.get\n"
+              f"{body}"
+              "    return render\n")
     namespace: dict[str, Callable[[str], _Render]] = {}
     exec(compile(source, f"<access log format {fmt!r}>", "exec"), globals(), namespace)
     return namespace["_make"](fmt)

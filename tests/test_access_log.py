@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -143,6 +144,29 @@ def test_every_atom_and_format_renders_as_before(access_file: Path) -> None:
                                 for line in (before, after)}  # two if a second ticked
                     assert got in expected, (fmt, environ, got, expected)
     assert calls == len(FORMATS) * len(ENVIRONS) * 3
+
+
+def random_formats(n: int) -> list[str]:
+    """Formats strung from pieces that each path of the compiler treats differently
+    (plain %(x)s, flags and widths, bare conversions, braces, quotes, backslashes)."""
+    pieces = [*(f"%({atom})s" for atom in ATOMS), "%(x)s", "%()s", "%(h)-6s", "%(s)03d",
+              "%(B)d", "%(a).2s", "%(r)r", "%%", "%", "%s", "%(", ")", "(", "{", "}", "{h}",
+              "\\", "'", '"', " ", "-", "\t", "\x1b", "\n", "é", "%(h)*s", "s", "d"]
+    rng = random.Random(20261125)  # fixed: a failure must reproduce
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) for _ in range(n)]
+
+
+def test_random_formats_render_as_before(access_file: Path) -> None:
+    with open(access_file, "rb") as f:
+        for fmt in random_formats(400):
+            for environ in (BASE, ENVIRONS[3]):
+                before = reference_line(fmt, environ, 200, 13, 0.25)
+                log.access(fmt, environ, None, 200, 13, 0.25)
+                after = reference_line(fmt, environ, 200, 13, 0.25)
+                got = f.read()
+                expected = {(line + "\n").encode("utf-8", "backslashreplace")
+                            for line in (before, after)}
+                assert got in expected, (fmt, got, expected)
 
 
 def test_the_compiled_format_is_cached_per_format(access_file: Path) -> None:
