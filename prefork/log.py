@@ -163,11 +163,14 @@ def _clean(value: object) -> str:
 
 # The time atom changes once a second; localtime() and strftime() ran on every line.
 _clock: tuple[int, str] = (-1, "")
+# The second time.strftime() used: C time(), the kernel's second as of its last tick,
+# which time.time() passes a few ms before. (Linux's constant; Python 3.11 lacks it.)
+_REALTIME_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)
 
 
 def _time_atom() -> str:
     global _clock
-    second = int(time.time())
+    second = int(time.clock_gettime(_REALTIME_COARSE))
     clock = _clock  # read once: a request thread may replace it meanwhile
     if clock[0] != second:
         clock = _clock = (second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]",
