@@ -5,7 +5,8 @@ Rules
 1. No I/O here: the caller feeds bytes (``feed``), ``feed(b"")`` means EOF, and pulls
    events (``next_event``): ``Request``, zero or more ``Data``, ``EndOfMessage``, then
    the next pipelined request. ``NEED_DATA`` asks for more bytes; ``CLOSED`` reports a
-   clean EOF between requests.
+   clean EOF between requests. ``receive(data)`` is ``feed`` then ``next_event`` in one
+   call (a server's per-recv call), and parses a head straight from ``data``.
 2. Everything is parsed as ``bytes`` and validated by patterns compiled once in
    http11_rules before anything is converted; text is decoded as latin-1 only after
    validation (PEP 3333 native strings). ``int()`` only ever sees at most 18 decimal
@@ -16,10 +17,14 @@ Rules
    first; the outcome (status and reason) therefore does not depend on how the bytes
    were split across ``feed`` calls. An incomplete line already longer than its limit
    fails at once, so a head that never ends cannot grow the buffer without bound.
-5. A complete head normally takes one pass (``_head``): a find of CRLFCRLF, one match
-   of the request line and one ``findall`` over all field lines. Whenever that pass
-   sees anything unusual (a limit, a bare CR or LF, an invalid line, "_" in a name) it
-   changes nothing and the per-line path decides, so both always agree (rule 4).
+5. A complete head normally takes one pass (``_whole_head``): a find of CRLFCRLF, a
+   split at CRLF, and each line looked up among the lines seen valid before (a cache
+   per process, bounded; validity is a property of a line alone, and clients repeat
+   most of theirs). Lines not seen yet take one match of the request line and one
+   ``findall`` over all field lines. Limits are checked for every head. Whenever that
+   pass sees anything unusual (a limit, a bare CR or LF, an invalid line, "_" in a
+   name) it changes nothing and the per-line path decides, so both always agree (rule
+   4).
 6. Any violation raises ``ProtocolError(status, reason)``; the parser is then dead and
    re-raises the same error forever. The caller must answer and close (RFC 9112 §6.1,
    §6.3: after a framing error the connection cannot be reused).
@@ -39,14 +44,14 @@ CRLFs before a request line are skipped (§2.2) and do not start a request
 
 Benchmark: CPU time per keep-alive request as the server drives it (feed, then
 next_event until NEED_DATA) on one reused parser; minimum of 20 runs of 10 000 with
-CPython 3.11.7 on the shared 2-vCPU dev VM, as ``python tests/test_http11.py`` measures:
-    wrk      GET, Host only                       40 bytes   4.0 usec (was 6.8)
-    curl     GET, Host, User-Agent, Accept        82 bytes   5.1 usec (was 8.0)
-    browser  GET, 14 fields                      532 bytes  12.4 usec (was 16.5)
-    post     POST, 5 fields, 13-byte body        152 bytes   7.9 usec (was 11.4)
-What is left is mostly CPython's fixed cost per operation: a regex call costs ~0.2 usec
-before it matches a byte, building the Request ~0.4 usec, each field ~0.5 usec (its
-share of the findall, two decodes, a tuple). Expect 2-3x less on a desktop CPU.
+CPython 3.11.7 on the shared 2-vCPU dev VM, as ``python tests/test_http11.py`` measures
+(lines seen before, as from a client on a keep-alive connection):
+    wrk      GET, Host only                       40 bytes   3.0 usec (was 6.8, then 4.0)
+    curl     GET, Host, User-Agent, Accept        82 bytes   3.3 usec (was 8.0, then 5.2)
+    browser  GET, 14 fields                      532 bytes   5.5 usec (was 16.5, then 12.1)
+    post     POST, 5 fields, 13-byte body        152 bytes   5.1 usec (was 11.4, then 7.9)
+What is left is mostly CPython's fixed cost per operation (a Python-level call, an
+attribute store), not work per byte or per field. Expect 2-3x less on a desktop CPU.
 """
 
 from __future__ import annotations

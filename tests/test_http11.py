@@ -904,10 +904,6 @@ def bench(repeat: int = 20, number: int = 10000) -> None:
         print(f"{name:8s} {len(data):4d} bytes  {best / number * 1e6:5.2f} usec per request")
 
 
-if __name__ == "__main__":
-    bench()
-
-
 # -- the caches of lines seen valid (http11._whole_head) ------------------------------
 
 
@@ -955,3 +951,7 @@ def test_receive_is_feed_then_next_event() -> None:
         assert first == via_feed.next_event()
         assert via_receive.buffered == via_feed.buffered
         assert via_receive.in_request == via_feed.in_request
+
+
+if __name__ == "__main__":
+    bench()
