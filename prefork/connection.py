@@ -66,6 +66,7 @@ class WorkerState(Protocol):
     on_request: Callable[[str, str], None]  # method, path
     on_request_end: Callable[[int], None]  # status
     on_rejected: Callable[[int], None]  # status
+    on_progress: Callable[[], None]  # a request's wait for its client's socket is over
 
 
 @dataclass
@@ -358,6 +359,7 @@ class HttpConnection:
             if events == select.POLLIN:
                 raise BodyTimeout("timed out reading the request body")
             raise ClientError("timed out sending the response")
+        self.settings.worker.on_progress()  # a slow client is not a hung worker
 
     def send(self, data: bytes) -> None:
         """Send all of `data`; a failure here is the client's (ClientError), not the app's."""
@@ -414,8 +416,9 @@ class HttpConnection:
             if (isinstance(result, (list, tuple)) and resp.head is not None
                     and not resp.head_sent):
                 resp.send_list(result)
-            elif isinstance(result, FileWrapper) and result.fileno() is not None:
-                self._send_file(result, resp)
+            elif (isinstance(result, FileWrapper) and not resp.head_sent
+                  and result.fileno() is not None):
+                self._send_file(result, resp)  # (after write(), the head is out: iterate)
             else:
                 for chunk in result:
                     if chunk or resp.head_sent:

@@ -11,6 +11,8 @@ Rules:
   seen before costs one dict lookup; a new one is checked header by header, each header
   tuple seen before costing one lookup. Every cache is keyed by what the app chose and
   bounded (cleared when full), since values such as Content-Length may vary freely.
+- A 1xx status from the app is an AppError too: it is interim (RFC 9110 §15.2), and sent
+  as the answer it would leave the client waiting for one that never comes.
 - Hop-by-hop fields from the app are dropped: framing and persistence are the server's.
   Content-Length is never sent in a 1xx or 204 response (RFC 9110 §8.6), and two
   different values are an error (a client or proxy could pick either: a desync).
@@ -100,6 +102,11 @@ def _checked_header(item: Any) -> tuple[bytes, int, int]:
 def _checked_status(status: Any) -> tuple[int, bytes]:
     if not isinstance(status, str) or not _STATUS.match(status):
         raise AppError(f"invalid status {status!r}")
+    if status[0] == "1":
+        # A 1xx is interim (RFC 9110 §15.2): sent as the answer, it would leave the client
+        # waiting for a final response that never comes. Interim responses are the
+        # server's (100 Continue, body.py), not the app's.
+        raise AppError(f"status {status!r} is interim (1xx): the app must give a final one")
     try:
         checked = (int(status[:3]), b"HTTP/1.1 %s\r\n" % status.encode("latin-1"))
     except UnicodeEncodeError:

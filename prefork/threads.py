@@ -6,14 +6,22 @@ Rules:
   connection waits for bytes again (or is closed); then it hands the connection back
   through `returned` and one byte on the worker's wake pipe.
 - Idle keep-alive connections wait in the selector and cost no thread.
-- Health: `stuck()` names the oldest request that has run past --timeout. The worker stops
-  beating while one exists, so the master dumps every thread's stack and replaces the
-  worker. (gunicorn's gthread worker keeps beating from its main loop and never notices.)
+- Health: each pool thread stamps its request's progress: when the request starts and
+  each time the client's socket lets it move on after a wait (a slow upload or a slow
+  reader is progress; its idle timeout is the connection's business). `stuck()` names
+  the request that has gone longest without progress, once past --timeout; the worker
+  stops beating while one exists, so the master dumps every thread's stack and replaces
+  the worker. A request waiting in the queue for a free thread is not running, and a
+  connection's pipelined requests each get their own stamp. (gunicorn's gthread worker
+  keeps beating from its main loop and never notices a stuck thread.)
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -27,9 +35,15 @@ class RequestThreads:
     def __init__(self, count: int, wake_fd: int) -> None:
         self.count = count
         self.executor = ThreadPoolExecutor(count, thread_name_prefix="request")
-        self.busy: dict[Any, float] = {}  # connection -> monotonic start of its request
+        self.busy: dict[Any, float] = {}  # connection -> when it was dispatched
         self.returned: deque[Any] = deque()  # appended by pool threads, drained by main
         self.wake_fd = wake_fd
+        # Per pool thread: the monotonic time its request last made progress, 0.0 while
+        # it runs none. A list of fixed length, so the main thread can scan it while pool
+        # threads store into it (one item store is atomic under the GIL).
+        self.progress = [0.0] * count
+        self._local = threading.local()
+        self._slots = itertools.count()  # next() is atomic under the GIL
 
     @property
     def full(self) -> bool:
@@ -54,6 +68,20 @@ class RequestThreads:
             except BlockingIOError:
                 pass  # the pipe is full: the main loop is already due to wake
 
+    def _slot(self) -> int:
+        slot: int | None = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = next(self._slots)  # at most `count` pool threads
+        return slot
+
+    def touch(self) -> None:
+        """Pool thread: the request it runs started, or made progress, now."""
+        self.progress[self._slot()] = time.monotonic()
+
+    def idle(self) -> None:
+        """Pool thread: its request is over."""
+        self.progress[self._slot()] = 0.0
+
     def collect(self) -> list[Any]:
         """Main thread: the connections whose request finished since the last call."""
         done = []
@@ -64,8 +92,12 @@ class RequestThreads:
         return done
 
     def stuck(self, now: float, timeout: float) -> float:
-        """Seconds the oldest request has run, if past `timeout` (0 disables); else 0."""
-        if not timeout or not self.busy:
+        """Seconds the request longest without progress has gone so, if past `timeout`
+        (0 disables); else 0."""
+        if not timeout:
             return 0.0
-        age = now - min(self.busy.values())
+        stamps = [stamp for stamp in self.progress if stamp]
+        if not stamps:
+            return 0.0
+        age = now - min(stamps)
         return age if age > timeout else 0.0

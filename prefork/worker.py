@@ -160,10 +160,16 @@ class Worker:
         # status sent (0 if none; scoreboard.TCP for a TCP handler). on_rejected: a
         # request head refused before any app saw it (400, 408, 413, 414, 431...),
         # counted by status class, with no duration.
+        # on_progress: a request waited for the client's socket and can move on (a slow
+        # but steady client is progress, not a hang: --timeout is for the app).
+        threaded = self.config.threads > 1
         self.on_request: Callable[[str, str], None] = (
-            self._on_request if self.config.threads <= 1 else self._on_request_threaded)
-        self.on_request_end: Callable[[int], None] = self.board.end
+            self._on_request_threaded if threaded else self._on_request)
+        self.on_request_end: Callable[[int], None] = (
+            self._on_request_end_threaded if threaded else self.board.end)
         self.on_rejected: Callable[[int], None] = self.board.rejected
+        self.on_progress: Callable[[], None] = (
+            self._on_progress_threaded if threaded else self._on_progress)
 
     # -- set-up, in the order the issue lists it ------------------------------------------
 
@@ -262,9 +268,28 @@ class Worker:
         workers beat from the main loop only, and only while no request is stuck
         (threads.py); a beat from here would hide a stuck sibling thread."""
         self.board.start(method, path)
+        assert self.threads is not None
+        self.threads.touch()
         self.requests = requests = next(self.counter)
         if requests == self.max_requests:
             self._retire()
+
+    def _on_request_end_threaded(self, status: int) -> None:
+        self.board.end(status)
+        assert self.threads is not None
+        self.threads.idle()
+
+    def _on_progress_threaded(self) -> None:
+        assert self.threads is not None
+        self.threads.touch()
+
+    def _on_progress(self) -> None:
+        """Beat (rate-limited) while a request moves on with its client's socket."""
+        now = time.monotonic()
+        beat = self.beat
+        if now - beat.last >= beat.interval:
+            beat.requests = self.requests
+            beat.beat(now)
 
     def _on_request(self, method: str = "", path: str = "") -> None:
         """on_request without threads: count, beat (rate-limited: a request costs a
@@ -428,8 +453,8 @@ class Worker:
             if age:
                 if not self.stuck_logged:
                     self.stuck_logged = True
-                    logger.error("a request has run for %.1f s (> --timeout); stopping "
-                                 "heartbeats so the master replaces this worker", age)
+                    logger.error("a request has made no progress for %.1f s (> --timeout); "
+                                 "stopping heartbeats so the master replaces this worker", age)
                 return
         self.beat.requests = self.requests
         self.beat.beat(now)

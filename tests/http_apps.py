@@ -129,6 +129,15 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         write(b"hello ")
         write(b"world")
         return [b"!"] if query == "tail" else []
+    if path == "/write-then-file":
+        # PEP 3333 allows write() before returning an iterable, a file_wrapper too: the
+        # head is out already, so the file is the rest of a chunked body, not a response.
+        write = start_response("200 OK", TEXT)
+        write(b"pre:")
+        return environ["wsgi.file_wrapper"](open(query, "rb"))
+    if path.startswith("/interim/"):
+        start_response(f"{path[9:]} Interim", TEXT)
+        return [b"an interim status is not an answer"]
     if path == "/double-length":
         start_response("200 OK", [("Content-Length", "5"), ("Content-Length", "50")])
         return [b"hello"]

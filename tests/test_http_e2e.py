@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -469,6 +470,28 @@ def test_file_wrapper_sends_a_real_file(main: Main) -> None:
         assert c.response().status == 200 and c.buf == b""
 
 
+def test_write_then_a_file_wrapper_is_one_response(main: Main) -> None:
+    path = main.tmp / "after-write.bin"
+    path.write_bytes(b"FILEDATA")
+    with main.client() as c:
+        c.send(get(f"/write-then-file?{path}"))
+        reply = c.response()
+        assert reply.get("transfer-encoding") == "chunked"
+        assert reply.body == b"pre:FILEDATA"  # never a second head inside the body
+        c.send(get("/pid"))
+        assert c.response().status == 200 and c.buf == b""
+
+
+@pytest.mark.parametrize("status", ["100", "103"])
+def test_an_interim_status_from_the_app_is_a_500(main: Main, status: str) -> None:
+    """A 1xx is interim (RFC 9110 §15.2): sent as the answer it would leave the client
+    waiting for a final response that never comes."""
+    with main.client() as c:
+        c.send(get(f"/interim/{status}"))
+        assert c.response().status == 500
+    main.server.wait_log(rf"status '{status} Interim' is interim")
+
+
 def test_file_shorter_than_its_content_length_closes_the_connection(main: Main) -> None:
     path = main.tmp / "short.bin"
     path.write_bytes(b"0123456789")
@@ -746,6 +769,24 @@ def test_client_stalling_mid_body_gets_408_and_frees_the_worker(slow: Server) ->
 # -- app errors ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("threads", [[], ["--threads", "2"]], ids=["sync", "threads"])
+def test_a_slow_but_steady_upload_is_not_a_hung_worker(servers, threads: list[str]) -> None:
+    """--timeout is for an app that stops making progress, not for a client that sends
+    slowly: each byte that arrives is progress (the idle timeout bounds the gaps)."""
+    server = servers("tests.http_apps:app", "--timeout", "2", *threads, workers=1)
+    server.wait_ready()
+    (pid,) = server.wait_workers(1)
+    with Client(("127.0.0.1", server.port)) as c:
+        c.send(get("/echo", method="POST", headers="Content-Length: 8\r\n"))
+        for byte in b"trickled":
+            time.sleep(0.75)  # the slow client under test: 6 s in all, 3 x --timeout
+            c.send(bytes([byte]))
+        reply = c.response()
+        assert reply.status == 200 and reply.body == b"trickled"
+    assert server.worker_pids() == {pid}
+    assert "killing" not in server.log() and "no progress" not in server.log()
+
+
 def test_app_raising_oserror_is_a_500_not_a_dropped_client(main: Main) -> None:
     missing = main.tmp / "no-such-file"
     with main.client() as c:
@@ -856,7 +897,7 @@ def test_environ_follows_pep_3333(main: Main) -> None:
 # -- access log ----------------------------------------------------------------------------------
 
 COMBINED = re.compile(
-    r'(?P<h>\S+) - - \[[^]]+\] "(?P<r>[^"]*)" (?P<s>\d{3}) (?P<b>\d+|-) '
+    r'(?P<h>\S+) - (?P<u>\S+) \[[^]]+\] "(?P<r>[^"]*)" (?P<s>\d{3}) (?P<b>\d+|-) '
     r'"(?P<f>[^"]*)" "(?P<a>[^"]*)"')
 
 
@@ -885,6 +926,25 @@ def test_access_log_has_one_combined_line_per_request(main: Main) -> None:
     assert first["a"] == "tab\\x09here" and first["f"] == "/from"
     assert f'"HEAD /{mark}/b?q=1 HTTP/1.1" 200 - "-" "-"' in b
     assert f'"POST /{mark}/c HTTP/1.1" 200 5 ' in c_
+
+
+def test_access_log_user_is_the_basic_auth_user(main: Main) -> None:
+    """%(u)s as gunicorn gives it: the user of HTTP Basic credentials, escaped."""
+    mark = marker()
+    with main.client() as c:
+        for user in ("alice", "b\x85ob", ""):
+            token = base64.b64encode(f"{user}:secret".encode()).decode()
+            c.send(get(f"/{mark}/{len(user)}", headers=f"Authorization: Basic {token}\r\n"))
+            assert c.response().status == 200
+        c.send(get(f"/{mark}/bearer", headers="Authorization: Bearer abc\r\n"))
+        assert c.response().status == 200
+
+    def users() -> list[str]:
+        found = [COMBINED.fullmatch(ln) for ln in main.access.read_text().splitlines()
+                 if mark in ln]
+        return [m["u"] if m else "unparsed" for m in found] if len(found) >= 4 else []
+
+    assert wait_for(users, what="four access log lines") == ["alice", "b\\x85ob", "-", "-"]
 
 
 def test_access_log_escapes_c1_controls(main: Main) -> None:

@@ -88,3 +88,44 @@ def test_graceful_stop_waits_for_threaded_requests(servers, tmp_path: Path) -> N
         conn.close()
     assert server.wait_exit() == 0
     wait_for(lambda: not server.survivors(), what="every process gone")
+
+
+def read_responses(conn: socket.socket, count: int) -> list[bytes]:
+    """`count` responses with Content-Length bodies, in order (the bodies)."""
+    data, bodies = b"", []
+    while len(bodies) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) if sep else -1
+        if sep and len(rest) >= length:
+            assert head.startswith(b"HTTP/1.1 200 OK"), head
+            bodies.append(rest[:length])
+            data = rest[length:]
+            continue
+        chunk = conn.recv(65536)
+        assert chunk, f"EOF after {len(bodies)} of {count} responses"
+        data += chunk
+    return bodies
+
+
+def test_pipelined_and_queued_requests_are_not_a_stuck_thread(servers) -> None:
+    """Each request is timed from its own start: requests pipelined on one connection, or
+    queued for a free thread, do not add up to --timeout (they used to: the worker was
+    killed serving healthy 0.3 s requests)."""
+    server = servers("tests.apps:app", "--threads", "2", "--timeout", "2", workers=1)
+    server.wait_ready()
+    (pid,) = server.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", server.port), DEADLINE) as conn:
+        conn.settimeout(DEADLINE)
+        conn.sendall(b"GET /sleep?0.3 HTTP/1.1\r\nHost: t\r\n\r\n" * 12)  # 3.6 s in all
+        assert read_responses(conn, 12) == [b"slept 0.3"] * 12
+    # 16 connections at once on 2 threads: the last waits ~4 s in the queue.
+    conns = [socket.create_connection(("127.0.0.1", server.port), DEADLINE)
+             for _ in range(16)]
+    for conn in conns:
+        conn.settimeout(DEADLINE)
+        conn.sendall(b"GET /sleep?0.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+    for conn in conns:
+        assert read_responses(conn, 1) == [b"slept 0.5"]
+        conn.close()
+    assert server.worker_pids() == {pid}
+    assert "no progress" not in server.log()

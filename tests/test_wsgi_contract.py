@@ -1,0 +1,431 @@
+"""PEP 3333 and HTTP contract rules an audit found untested: the real server, raw sockets.
+
+- One server (tests/contract_apps.py, one worker, no --forwarded-allow-ips) is shared by
+  the module; a test that needs other flags starts its own with the `servers` fixture.
+- The raw client below parses responses itself, so a dropped or extra field, a missing
+  chunk terminator or a reset shows up as wrong bytes or an exception, not smoothed over.
+- Every socket has a timeout and every wait a deadline (harness.DEADLINE); nothing waits
+  for a guessed duration. An error test names its request path uniquely so that its
+  log line cannot be another test's.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prefork
+from tests.contract_apps import BAD, HOP_BY_HOP, SMUGGLED
+from tests.harness import DEADLINE, Server, run_cli
+
+LIMIT_BODY = 100_000  # --limit-request-body of the shared server
+
+# -- a raw HTTP/1.1 client -----------------------------------------------------------------------
+
+
+class Truncated(Exception):
+    """EOF inside a response; `partial` holds the body bytes that came."""
+
+    def __init__(self, partial: bytes) -> None:
+        super().__init__(f"connection closed inside a response after {partial[-200:]!r}")
+        self.partial = partial
+
+
+@dataclass
+class Reply:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]  # names lowercased, in order
+    body: bytes
+    head: bytes  # the raw status line and fields
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n == name]
+
+    def get(self, name: str) -> str | None:
+        values = self.all(name)
+        assert len(values) <= 1, f"{name} repeated: {values}"
+        return values[0] if values else None
+
+
+class Client:
+    """One connection: send raw bytes, read responses exactly as framed."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = DEADLINE) -> None:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(address)
+        self.buf = b""
+        self.raw = b""  # every byte received, for "never on the wire" checks
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buf += data
+        self.raw += data
+        return bool(data)
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise Truncated(self.buf)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise Truncated(self.buf)
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def response(self) -> Reply:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise Truncated(self.buf)
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        m = re.fullmatch(rb"HTTP/1\.1 ([0-9]{3}) (.*)", lines[0])
+        assert m, f"bad status line {lines[0]!r}"
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            assert sep and re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name), line
+            headers.append((name.decode().lower(), value.strip(b" \t").decode("latin-1")))
+        reply = Reply(int(m.group(1)), m.group(2).decode("latin-1"), headers, b"", head)
+        if reply.status < 200 or reply.status in (204, 304):
+            return reply
+        te, cl = reply.get("transfer-encoding"), reply.get("content-length")
+        if te is not None:
+            assert te == "chunked" and cl is None, reply.headers
+            body = b""
+            while True:
+                try:
+                    size = int(self._line(), 16)
+                    if not size:
+                        assert self._line() == b"", "trailers in a response"
+                        break
+                    body += self._take(size)
+                    assert self._take(2) == b"\r\n"
+                except Truncated:
+                    raise Truncated(body) from None
+            reply.body = body
+        elif cl is not None:
+            reply.body = self._take(int(cl))
+        else:
+            while self._fill():
+                pass
+            reply.body, self.buf = self.buf, b""
+        return reply
+
+    def at_eof(self) -> bytes:
+        """Read until EOF (with the socket's deadline); the bytes that came first."""
+        while self._fill():
+            pass
+        out, self.buf = self.buf, b""
+        return out
+
+
+def request(path: str, method: str = "GET", headers: str = "", body: bytes = b"") -> bytes:
+    """A request as bytes; `headers` are extra field lines, each ending in CRLF."""
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode("latin-1") + body
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def marker() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+# -- the shared server ---------------------------------------------------------------------------
+
+
+@dataclass
+class Shared:
+    server: Server
+    record: Path
+
+    def client(self) -> Client:
+        return Client(("127.0.0.1", self.server.port))
+
+    def get(self, path: str, headers: str = "") -> Reply:
+        with self.client() as c:
+            c.send(request(path, headers=headers))
+            return c.response()
+
+    def error_entry(self, path: str) -> str:
+        """The error log entry (message and traceback) of the request for `path`."""
+        self.server.wait_log(rf"ERROR error handling GET {re.escape(path)}:")
+        log = self.server.log()
+        start = log.index(f"error handling GET {path}:")
+        # The entry ends where the next log line (it starts with its date) begins.
+        end = re.compile(r"^\d{4}-\d\d-\d\d ", re.M).search(log, start)
+        return log[start:end.start() if end else len(log)]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    tmp = tmp_path_factory.mktemp("contract")
+    record = tmp / "record.txt"
+    record.touch()
+    # No --forwarded-allow-ips and no --header-timeout: the defaults are under test too.
+    server = Server(tmp, "tests.contract_apps:app", "--limit-request-body", str(LIMIT_BODY),
+                    "--env", f"CONTRACT_APPS_RECORD={record}", workers=1)
+    try:
+        server.wait_ready()
+        yield Shared(server, record)
+    finally:
+        server.close()
+
+
+# -- 1. lingering close after a protocol error ---------------------------------------------------
+
+
+def test_protocol_error_mid_upload_gets_its_400_then_a_clean_eof(shared: Shared) -> None:
+    # The client sends a bad head and, without waiting, an upload far larger than one
+    # recv() of the server (64 KiB), so unread bytes are queued when the server is done
+    # answering. A plain close() then would send a RST (and the client would see
+    # ECONNRESET, or lose the 400); shutdown(SHUT_WR) and discarding the input for a
+    # moment (RFC 9112 §9.6) give the client the whole 400 and then EOF.
+    upload = b"x" * 200_000
+    sent: list[OSError | None] = []
+
+    def sender(c: Client) -> None:
+        try:
+            c.send(b"GET /linger HTTP/1.1 extra\r\nHost: t\r\n\r\n" + upload)
+            sent.append(None)
+        except OSError as exc:  # reported by the test thread
+            sent.append(exc)
+
+    with shared.client() as c:
+        thread = threading.Thread(target=sender, args=(c,), daemon=True)
+        thread.start()
+        try:
+            reply = c.response()
+            rest = c.at_eof()
+        except ConnectionResetError:
+            pytest.fail(f"the connection was reset; received {c.raw!r}")
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "the upload never went through"
+    assert reply.status == 400 and reply.get("connection") == "close"
+    assert reply.body.startswith(b"400 Bad Request") and rest == b""
+    # The server read and discarded the whole upload: no send failed with EPIPE/ECONNRESET.
+    assert sent == [None], sent
+
+
+# -- 2. hop-by-hop headers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/hop", "/hop-stream"])
+def test_hop_by_hop_headers_from_the_app_are_dropped(shared: Shared, path: str) -> None:
+    with shared.client() as c:
+        c.send(request(path))
+        reply = c.response()
+        names = [n for n, _ in reply.headers]
+        for name, value in HOP_BY_HOP:
+            assert value.encode() not in reply.head, f"{name}: {value} was sent"
+        for name in ("keep-alive", "upgrade", "te", "trailer", "proxy-authenticate",
+                     "connection"):
+            assert name not in names, reply.head
+        assert reply.get("x-kept") == "yes" and reply.get("content-type") == "text/plain"
+        if path == "/hop":
+            assert reply.get("content-length") == "3" and reply.body == b"hop"
+            assert reply.get("transfer-encoding") is None
+        else:  # the server's own framing, once
+            assert reply.all("transfer-encoding") == ["chunked"]
+            assert reply.body == b"streamed body"
+        # The app's "Connection: upgrade" did not end or change the connection.
+        c.send(request("/pid"))
+        assert c.response().status == 200
+
+
+# -- 3. default Server and Date ------------------------------------------------------------------
+
+IMF_FIXDATE = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|"
+                         r"Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT")
+
+
+@pytest.mark.parametrize("raw", [request("/plain"), request("/plain-stream"),
+                                 b"GET /plain HTTP/1.1 extra\r\nHost: t\r\n\r\n"],
+                         ids=["list", "streamed", "protocol-error"])
+def test_server_and_date_are_sent_once_by_default(shared: Shared, raw: bytes) -> None:
+    before = time.time()
+    with shared.client() as c:
+        c.send(raw)
+        reply = c.response()
+    after = time.time()
+    assert reply.all("server") == [f"prefork/{prefork.__version__}"], reply.head
+    (date,) = reply.all("date")
+    assert IMF_FIXDATE.fullmatch(date), date
+    when = email.utils.parsedate_to_datetime(date).timestamp()
+    # Whole seconds: the head's second lies between the two readings of our clock.
+    assert int(before) - 1 <= when <= after + 1, (date, before, after)
+
+
+# -- 4. exc_info (PEP 3333) ----------------------------------------------------------------------
+
+
+def test_start_response_twice_without_exc_info_is_a_500(shared: Shared) -> None:
+    with shared.client() as c:
+        c.send(request("/twice"))
+        reply = c.response()
+        assert reply.status == 500 and reply.get("connection") == "close"
+        assert b"must not be sent" not in c.raw + c.at_eof()
+    assert "start_response called twice without exc_info" in shared.error_entry("/twice")
+
+
+def test_exc_info_after_the_head_was_sent_reraises_the_original(shared: Shared) -> None:
+    pid = shared.get("/pid").body
+    with shared.client() as c:
+        c.send(request("/exc-after-write"))
+        with pytest.raises(Truncated) as info:
+            c.response()  # the 200 head and "partial" went out; the chunked body never ends
+        assert info.value.partial == b"partial"
+        assert c.raw.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"must not be sent" not in c.raw
+    entry = shared.error_entry("/exc-after-write")
+    # The app's own exception, re-raised: the last line of the traceback, not another
+    # error raised while handling it.
+    assert entry.rstrip().endswith("ValueError: original exc_info error"), entry
+    assert "During handling" not in entry, entry
+    # The same worker (one worker) serves the next request.
+    assert shared.get("/pid").body == pid
+
+
+def test_exc_info_before_anything_was_sent_replaces_the_head(shared: Shared) -> None:
+    with shared.client() as c:
+        c.send(request("/exc-before-send"))
+        reply = c.response()
+    assert (reply.status, reply.reason) == (503, "Service Unavailable")
+    assert reply.get("x-second") == "second" and reply.get("x-first") is None
+    assert reply.body == b"replaced"
+
+
+# -- 5. control characters and non-latin-1 text from the app -------------------------------------
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_status_or_header_from_the_app_is_a_500(shared: Shared, case: str) -> None:
+    with shared.client() as c:
+        c.send(request(f"/bad/{case}"))
+        reply = c.response()
+        assert reply.status == 500 and reply.get("connection") == "close"
+        c.at_eof()
+        assert SMUGGLED.encode() not in c.raw and b"must not be sent" not in c.raw, c.raw
+    assert "AppError" in shared.error_entry(f"/bad/{case}")
+
+
+# -- 6. wsgi.input line reading ------------------------------------------------------------------
+
+LINES = b"one\ntwo\nthree\nfour\nfive"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("mode,expected", [
+    ("readlines", ["one\n", "two\n", "three\n", "four\n", "five"]),
+    ("hint", [["one\n", "two\n"], "three\nfour\nfive"]),
+    ("readline-size", ["on", "e\n", "two\n", "", "three\n", "four\nfive"]),
+])
+def test_wsgi_input_line_reading(shared: Shared, framing: str, mode: str, expected: Any
+                                 ) -> None:
+    if framing == "length":
+        raw = request(f"/lines/{mode}", "POST", f"Content-Length: {len(LINES)}\r\n", LINES)
+    else:  # chunk boundaries inside lines: a line must be joined across them
+        raw = request(f"/lines/{mode}", "POST", "Transfer-Encoding: chunked\r\n",
+                      chunked(b"o", b"ne\ntw", b"o\nthree\nfo", b"ur\n", b"five"))
+    with shared.client() as c:
+        c.send(raw)
+        reply = c.response()
+    assert reply.status == 200, reply.body
+    assert json.loads(reply.body) == expected
+
+
+# -- 7. environ constants ------------------------------------------------------------------------
+
+
+def test_environ_wsgi_constants(shared: Shared) -> None:
+    reply = shared.get("/environ")
+    assert json.loads(reply.body) == {
+        "wsgi.version": "(1, 0)", "wsgi.input_terminated": "True",
+        "wsgi.multiprocess": "True", "wsgi.run_once": "False"}
+
+
+# -- 8. defaults ---------------------------------------------------------------------------------
+
+FORWARDED = "X-Forwarded-For: 203.0.113.9, 198.51.100.7\r\nX-Forwarded-Proto: https\r\n"
+
+
+def test_forwarded_headers_from_127_0_0_1_are_trusted_by_default(shared: Shared) -> None:
+    remote = json.loads(shared.get("/remote", FORWARDED).body)
+    assert remote == {"REMOTE_ADDR": "198.51.100.7", "wsgi.url_scheme": "https"}
+
+
+def test_forwarded_headers_from_ipv6_loopback_are_trusted_by_default(servers: Any) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("::1 is not configured")
+        port = probe.getsockname()[1]
+    server = servers("tests.contract_apps:app", "--bind", f"[::1]:{port}", workers=1,
+                     listen=False)
+    server.wait_ready()
+    with Client(("::1", port)) as c:
+        c.send(request("/remote"))
+        assert json.loads(c.response().body)["REMOTE_ADDR"] == "::1"  # the peer, as is
+        c.send(request("/remote", headers=FORWARDED))
+        remote = json.loads(c.response().body)
+    assert remote == {"REMOTE_ADDR": "198.51.100.7", "wsgi.url_scheme": "https"}
+
+
+def test_default_header_timeout_is_10_seconds() -> None:
+    # --check-config prints the effective settings the server would run with; cheaper
+    # than a slow client waiting 10 s for its 408.
+    result = run_cli("tests.contract_apps:app", "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "header_timeout = 10.0" in result.stdout.splitlines(), result.stdout
+    assert "forwarded_allow_ips = ['127.0.0.1', '::1']" in result.stdout.splitlines()
+
+
+# -- 9. Expect: 100-continue over the body limit -------------------------------------------------
+
+
+def test_expect_100_continue_over_the_body_limit_is_413_without_100(shared: Shared) -> None:
+    mark = marker()
+    with shared.client() as c:
+        # The head alone: the client holds its body back until it hears 100 Continue.
+        c.send(request(f"/echo?{mark}", "POST", "Expect: 100-continue\r\n"
+                       f"Content-Length: {LIMIT_BODY + 1}\r\n"))
+        reply = c.response()
+        assert reply.status == 413 and reply.get("connection") == "close"
+        assert c.at_eof() == b""  # the connection is closed, nothing else follows
+        assert b" 100 " not in c.raw.split(b"\r\n", 1)[0] and b"100 Continue" not in c.raw
+    # The app was never called: a control request afterwards shows the record works.
+    control = marker()
+    assert shared.get(f"/echo?{control}").status == 200
+    recorded = shared.record.read_text()
+    assert control in recorded and mark not in recorded, recorded
