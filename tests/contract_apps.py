@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from tests.http_apps import record, wait_deleted
+
 StartResponse = Callable[..., Any]
 TEXT = ("Content-Type", "text/plain")
 SMUGGLED = "SMUGGLED"
@@ -48,17 +50,6 @@ BAD: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "name-nul": ("200 OK", [(f"X\x00{SMUGGLED}", "v")]),
     "name-empty": ("200 OK", [("", SMUGGLED)]),
 }
-
-
-def _record(environ: dict[str, Any]) -> None:
-    path = os.environ.get("CONTRACT_APPS_RECORD")
-    if path:
-        line = f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI')}\n".encode("latin-1")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
 
 
 def _json(start_response: StartResponse, value: Any) -> list[bytes]:
@@ -95,16 +86,22 @@ def _lines(mode: str, stream: Any) -> Any:
         got = [stream.readline(2), stream.readline(2), stream.readline(100),
                stream.readline(0), stream.readline()]
         return [*_latin1(got), stream.read().decode("latin-1")]
+    if mode == "first-2":
+        # Answer with two bytes while the client still holds the rest of the body back.
+        return _latin1([stream.readline(2)])
     raise ValueError(f"unknown mode {mode!r}")
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    _record(environ)
+    record(environ, "CONTRACT_APPS_RECORD")
     path: str = environ["PATH_INFO"]
     if path == "/pid":
         return _text(start_response, str(os.getpid()).encode())
     if path == "/echo":
         return _text(start_response, environ["wsgi.input"].read())
+    if path == "/hold":
+        wait_deleted(environ["QUERY_STRING"])
+        return _text(start_response, b"released")
     if path == "/hop":
         body = b"hop"
         start_response("200 OK", [TEXT, *HOP_BY_HOP, ("X-Kept", "yes"),

@@ -312,3 +312,17 @@ def run_cli(*args: str, timeout: float = DEADLINE, cwd: Path = REPO,
     environ.update(env or {})
     return subprocess.run([*prefork_command(), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=environ)
+
+
+def ipv6_loopback_port() -> int:
+    """A free port on ::1, or skip the test when this machine has no IPv6 loopback."""
+    import pytest
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("::1 is not configured")
+        return int(probe.getsockname()[1])

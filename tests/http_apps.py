@@ -21,8 +21,10 @@ StartResponse = Callable[..., Any]
 TEXT = [("Content-Type", "text/plain")]
 
 
-def _record(environ: dict[str, Any]) -> None:
-    path = os.environ.get("HTTP_APPS_RECORD")
+def record(environ: dict[str, Any], variable: str = "HTTP_APPS_RECORD") -> None:
+    """Append "METHOD RAW_URI" to the file named by $variable, if set: proof that a
+    request reached the app (one os.write with O_APPEND, so workers never interleave)."""
+    path = os.environ.get(variable)
     if path:
         line = f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI')}\n".encode("latin-1")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -37,7 +39,7 @@ def _text(start_response: StartResponse, body: bytes, status: str = "200 OK") ->
     return [body]
 
 
-def _wait_deleted(marker: str) -> None:
+def wait_deleted(marker: str) -> None:
     """Create `marker` (the test sees the app is running), wait until the test deletes it."""
     with open(marker + ".tmp", "w") as f:
         f.write(str(os.getpid()))
@@ -89,7 +91,7 @@ validated = validator(_validated_inner)
 
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    _record(environ)
+    record(environ)
     path: str = environ["PATH_INFO"]
     query: str = environ["QUERY_STRING"]
     if path.startswith("/validated/"):
@@ -99,7 +101,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/echo":
         return _text(start_response, environ["wsgi.input"].read())
     if path == "/gate":
-        _wait_deleted(query)
+        wait_deleted(query)
         return _text(start_response, environ["wsgi.input"].read())
     if path == "/stream":
         start_response("200 OK", TEXT)

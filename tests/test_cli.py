@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefork import __version__
-from tests.harness import Server, run_cli, wait_for
+from tests.harness import Server, ipv6_loopback_port, run_cli, wait_for
 
 
 def test_version_and_help() -> None:
@@ -172,14 +172,7 @@ def test_unix_socket_in_use_is_refused(tmp_path: Path) -> None:
 
 
 def test_ipv6_bind(tmp_path: Path) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
-    with socket.socket(socket.AF_INET6) as probe:
-        try:
-            probe.bind(("::1", 0))
-        except OSError:
-            pytest.skip("::1 is not configured")
-        port = probe.getsockname()[1]
+    port = ipv6_loopback_port()
     server = Server(tmp_path, "tests.apps:app", "--bind", f"[::1]:{port}", workers=1,
                     listen=False)
     try:

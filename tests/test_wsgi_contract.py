@@ -2,8 +2,8 @@
 
 - One server (tests/contract_apps.py, one worker, no --forwarded-allow-ips) is shared by
   the module; a test that needs other flags starts its own with the `servers` fixture.
-- The raw client below parses responses itself, so a dropped or extra field, a missing
-  chunk terminator or a reset shows up as wrong bytes or an exception, not smoothed over.
+- The raw client (tests/raw_http.py) parses responses itself, so a dropped or extra
+  field, a missing chunk terminator or a reset shows up as wrong bytes or an exception.
 - Every socket has a timeout and every wait a deadline (harness.DEADLINE); nothing waits
   for a guessed duration. An error test names its request path uniquely so that its
   log line cannot be another test's.
@@ -14,11 +14,10 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,124 +26,10 @@ import pytest
 
 import prefork
 from tests.contract_apps import BAD, HOP_BY_HOP, SMUGGLED
-from tests.harness import DEADLINE, Server, run_cli
+from tests.harness import DEADLINE, Server, ipv6_loopback_port, run_cli, wait_for
+from tests.raw_http import Client, Reply, Truncated
 
 LIMIT_BODY = 100_000  # --limit-request-body of the shared server
-
-# -- a raw HTTP/1.1 client -----------------------------------------------------------------------
-
-
-class Truncated(Exception):
-    """EOF inside a response; `partial` holds the body bytes that came."""
-
-    def __init__(self, partial: bytes) -> None:
-        super().__init__(f"connection closed inside a response after {partial[-200:]!r}")
-        self.partial = partial
-
-
-@dataclass
-class Reply:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]  # names lowercased, in order
-    body: bytes
-    head: bytes  # the raw status line and fields
-
-    def all(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n == name]
-
-    def get(self, name: str) -> str | None:
-        values = self.all(name)
-        assert len(values) <= 1, f"{name} repeated: {values}"
-        return values[0] if values else None
-
-
-class Client:
-    """One connection: send raw bytes, read responses exactly as framed."""
-
-    def __init__(self, address: tuple[str, int], timeout: float = DEADLINE) -> None:
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(address)
-        self.buf = b""
-        self.raw = b""  # every byte received, for "never on the wire" checks
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(65536)
-        self.buf += data
-        self.raw += data
-        return bool(data)
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not self._fill():
-                raise Truncated(self.buf)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            if not self._fill():
-                raise Truncated(self.buf)
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def response(self) -> Reply:
-        while b"\r\n\r\n" not in self.buf:
-            if not self._fill():
-                raise Truncated(self.buf)
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        m = re.fullmatch(rb"HTTP/1\.1 ([0-9]{3}) (.*)", lines[0])
-        assert m, f"bad status line {lines[0]!r}"
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            assert sep and re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name), line
-            headers.append((name.decode().lower(), value.strip(b" \t").decode("latin-1")))
-        reply = Reply(int(m.group(1)), m.group(2).decode("latin-1"), headers, b"", head)
-        if reply.status < 200 or reply.status in (204, 304):
-            return reply
-        te, cl = reply.get("transfer-encoding"), reply.get("content-length")
-        if te is not None:
-            assert te == "chunked" and cl is None, reply.headers
-            body = b""
-            while True:
-                try:
-                    size = int(self._line(), 16)
-                    if not size:
-                        assert self._line() == b"", "trailers in a response"
-                        break
-                    body += self._take(size)
-                    assert self._take(2) == b"\r\n"
-                except Truncated:
-                    raise Truncated(body) from None
-            reply.body = body
-        elif cl is not None:
-            reply.body = self._take(int(cl))
-        else:
-            while self._fill():
-                pass
-            reply.body, self.buf = self.buf, b""
-        return reply
-
-    def at_eof(self) -> bytes:
-        """Read until EOF (with the socket's deadline); the bytes that came first."""
-        while self._fill():
-            pass
-        out, self.buf = self.buf, b""
-        return out
-
 
 def request(path: str, method: str = "GET", headers: str = "", body: bytes = b"") -> bytes:
     """A request as bytes; `headers` are extra field lines, each ending in CRLF."""
@@ -203,36 +88,50 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
 # -- 1. lingering close after a protocol error ---------------------------------------------------
 
 
-def test_protocol_error_mid_upload_gets_its_400_then_a_clean_eof(shared: Shared) -> None:
-    # The client sends a bad head and, without waiting, an upload far larger than one
-    # recv() of the server (64 KiB), so unread bytes are queued when the server is done
-    # answering. A plain close() then would send a RST (and the client would see
-    # ECONNRESET, or lose the 400); shutdown(SHUT_WR) and discarding the input for a
-    # moment (RFC 9112 §9.6) give the client the whole 400 and then EOF.
-    upload = b"x" * 200_000
-    sent: list[OSError | None] = []
-
-    def sender(c: Client) -> None:
+def test_protocol_error_mid_upload_gets_its_400_then_a_clean_eof(shared: Shared,
+                                                                 tmp_path: Path) -> None:
+    # A bad head and, without waiting for an answer, an upload (RFC 9112 §9.6). The only
+    # worker is held busy while the client sends, so when it reads the head much more
+    # than one recv() (64 KiB) is already queued behind it: the server answers with
+    # input unread. A plain close() then sends a RST (the client sees ECONNRESET, or
+    # loses the 400); shutdown(SHUT_WR) and discarding the input for a moment give the
+    # client the whole 400 and then EOF, and let the rest of the upload go through.
+    data = b"GET /linger HTTP/1.1 extra\r\nHost: t\r\n\r\n" + b"x" * 200_000
+    gate = tmp_path / "gate"
+    with shared.client() as holder, shared.client() as c:
+        holder.send(request(f"/hold?{gate}"))
+        wait_for(gate.exists, what="the worker to be held")
+        c.sock.setblocking(False)  # queue what the kernel takes now, while nobody reads
+        queued = 0
         try:
-            c.send(b"GET /linger HTTP/1.1 extra\r\nHost: t\r\n\r\n" + upload)
-            sent.append(None)
-        except OSError as exc:  # reported by the test thread
-            sent.append(exc)
+            while queued < len(data):
+                queued += c.sock.send(data[queued:])
+        except BlockingIOError:
+            pass
+        c.sock.settimeout(DEADLINE)
+        failed: list[OSError] = []
 
-    with shared.client() as c:
-        thread = threading.Thread(target=sender, args=(c,), daemon=True)
-        thread.start()
+        def send_the_rest() -> None:
+            try:
+                c.send(data[queued:])
+            except OSError as exc:  # reported by the test thread
+                failed.append(exc)
+
+        sender = threading.Thread(target=send_the_rest, daemon=True)
+        sender.start()  # the client keeps sending while it reads
+        gate.unlink()
+        assert holder.response().body == b"released"
         try:
             reply = c.response()
             rest = c.at_eof()
         except ConnectionResetError:
             pytest.fail(f"the connection was reset; received {c.raw!r}")
-        thread.join(DEADLINE)
-        assert not thread.is_alive(), "the upload never went through"
+        sender.join(DEADLINE)
+        assert not sender.is_alive(), "the upload never went through"
     assert reply.status == 400 and reply.get("connection") == "close"
     assert reply.body.startswith(b"400 Bad Request") and rest == b""
     # The server read and discarded the whole upload: no send failed with EPIPE/ECONNRESET.
-    assert sent == [None], sent
+    assert not failed, failed
 
 
 # -- 2. hop-by-hop headers -----------------------------------------------------------------------
@@ -362,6 +261,18 @@ def test_wsgi_input_line_reading(shared: Shared, framing: str, mode: str, expect
     assert json.loads(reply.body) == expected
 
 
+def test_readline_size_returns_without_waiting_for_a_newline(shared: Shared) -> None:
+    # readline(2) has its 2 bytes once "abc" is in: it must not wait for a newline the
+    # client has not sent (it sends the rest only after the answer).
+    with shared.client() as c:
+        c.send(request("/lines/first-2", "POST", "Transfer-Encoding: chunked\r\n")
+               + b"3\r\nabc\r\n")
+        reply = c.response()
+        assert reply.status == 200 and json.loads(reply.body) == ["ab"]
+        c.send(b"0\r\n\r\n" + request("/pid"))  # the rest of the body is drained
+        assert c.response().status == 200
+
+
 # -- 7. environ constants ------------------------------------------------------------------------
 
 
@@ -382,15 +293,9 @@ def test_forwarded_headers_from_127_0_0_1_are_trusted_by_default(shared: Shared)
     assert remote == {"REMOTE_ADDR": "198.51.100.7", "wsgi.url_scheme": "https"}
 
 
-def test_forwarded_headers_from_ipv6_loopback_are_trusted_by_default(servers: Any) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
-    with socket.socket(socket.AF_INET6) as probe:
-        try:
-            probe.bind(("::1", 0))
-        except OSError:
-            pytest.skip("::1 is not configured")
-        port = probe.getsockname()[1]
+def test_forwarded_headers_from_ipv6_loopback_are_trusted_by_default(
+        servers: Callable[..., Server]) -> None:
+    port = ipv6_loopback_port()
     server = servers("tests.contract_apps:app", "--bind", f"[::1]:{port}", workers=1,
                      listen=False)
     server.wait_ready()
