@@ -200,6 +200,11 @@ SETTINGS: tuple[Setting, ...] = (
        "Request threads per worker. Above 1, idle keep-alive connections wait in the "
        "worker's selector and cost no thread; a request stuck past --timeout still gets "
        "its worker replaced.", metavar="INT"),
+    _s("worker_connections", ["--worker-connections"], "Worker processes", 1000,
+       _positive_int(1),
+       "Connections one worker holds at most (idle keep-alive ones included, as in "
+       "gunicorn's gthread): a worker at the cap stops accepting, so its siblings take "
+       "the new connections, and accepts again below it.", metavar="INT"),
     _s("timeout", ["-t", "--timeout"], "Worker processes", 30.0, _number,
        "A worker silent for this many seconds gets its stacks dumped and is killed "
        "and replaced. 0 disables.", metavar="SECONDS"),
@@ -302,7 +307,6 @@ HOOK_ADVICE = ("for per-worker set-up, call os.register_at_fork(after_in_child=.
 # ignored setting is a surprise in production).
 GUNICORN_ONLY = {
     "worker_tmp_dir": "heartbeats travel over a pipe, not a temp file: remove it",
-    "worker_connections": "it applies to async workers, which prefork does not have",
     "certfile": "prefork does not terminate TLS: put nginx in front (README: Behind nginx)",
     "keyfile": "prefork does not terminate TLS: put nginx in front (README: Behind nginx)",
     "logconfig": "use errorlog, accesslog and loglevel",

@@ -146,6 +146,7 @@ class Worker:
         self.next_check = math.inf
         self.accept_paused_until = 0.0
         self.listening = False
+        self.max_conns = self.config.worker_connections
         self.threads: RequestThreads | None = None
         self.stuck_logged = False
         self.reloader = Reloader() if self.config.reload else None  # --reload (development)
@@ -371,8 +372,15 @@ class Worker:
             conn = handler(sock, addr, time.monotonic())
             if conn is not None:
                 self._watch(conn)
-            if self.stopping or (self.threads is not None and self.threads.full):
+            if self.stopping or self._full():
                 return  # the loop stops watching the listeners (_update_listening)
+
+    def _full(self) -> bool:
+        """At --worker-connections, or (threaded) with every request thread busy."""
+        threads = self.threads
+        if threads is None:
+            return len(self.conns) >= self.max_conns
+        return threads.full or len(self.conns) + len(threads.busy) >= self.max_conns
 
     def _pause_accepts(self, until: float) -> None:
         self.accept_paused_until = until
@@ -380,10 +388,10 @@ class Worker:
 
     def _update_listening(self, now: float) -> None:
         """Watch the listeners only while this worker can take a connection: not stopping,
-        not out of descriptors, and (threaded) not with every request thread busy, so that
-        a saturated worker leaves new connections to its siblings."""
-        want = (not self.stopping and now >= self.accept_paused_until
-                and not (self.threads is not None and self.threads.full))
+        not out of descriptors, below --worker-connections and (threaded) not with every
+        request thread busy, so that a loaded worker leaves new connections to its
+        siblings."""
+        want = not self.stopping and now >= self.accept_paused_until and not self._full()
         if want == self.listening:
             return
         self.listening = want
@@ -520,8 +528,9 @@ class Worker:
                 self._returned()
             if now >= self.next_check:
                 self._expire(now)
-            if not self.stopping and (threaded or not self.listening):
-                self._update_listening(now)  # (a pause or a full pool is undone here)
+            if not self.stopping and (threaded or not self.listening
+                                      or len(conns) >= self.max_conns):
+                self._update_listening(now)  # (a pause, a full pool, the connection cap)
             if self.reopen_logs:
                 self.reopen_logs = False
                 log.reopen()

@@ -129,3 +129,31 @@ def test_pipelined_and_queued_requests_are_not_a_stuck_thread(servers) -> None:
         conn.close()
     assert server.worker_pids() == {pid}
     assert "no progress" not in server.log()
+
+
+def test_a_worker_at_worker_connections_leaves_new_ones_to_its_siblings(servers) -> None:
+    """--worker-connections 1: a worker holding an idle keep-alive connection stops
+    accepting, so the next connection is always another worker's (without the cap, the
+    kernel may hand it to either)."""
+    server = servers("tests.apps:app", "--worker-connections", "1", "--keep-alive", "30",
+                     workers=2)
+    server.wait_ready()
+    server.wait_workers(2)
+    for _ in range(6):
+        first = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
+        second = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
+        pids = []
+        for conn in (first, second):
+            conn.settimeout(DEADLINE)
+            conn.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+            pids.append(read_responses(conn, 1)[0])
+        assert pids[0] != pids[1]
+        # Both workers are at the cap: a third connection waits in the accept queue
+        # until one of them lets its connection go.
+        third = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
+        third.settimeout(DEADLINE)
+        third.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        first.close()
+        assert read_responses(third, 1)[0] == pids[0]
+        second.close()
+        third.close()
