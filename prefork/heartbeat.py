@@ -90,8 +90,10 @@ class WorkerBeat:
         except OSError:
             pass  # the master is gone or stalled: our exit code still tells the story
 
-    def beat(self, now: float) -> None:
-        """Send a beat unless one went out less than `interval` ago."""
+    def beat(self, now: float, requests: int) -> None:
+        """Send a beat (with the requests served so far) unless one went out less than
+        `interval` ago."""
+        self.requests = requests
         if now - self.last >= self.interval:
             self._send(BEAT, now)
 

@@ -35,7 +35,7 @@ class RequestThreads:
     def __init__(self, count: int, wake_fd: int) -> None:
         self.count = count
         self.executor = ThreadPoolExecutor(count, thread_name_prefix="request")
-        self.busy: dict[Any, float] = {}  # connection -> when it was dispatched
+        self.busy: set[Any] = set()  # connections a pool thread owns, or will
         self.returned: deque[Any] = deque()  # appended by pool threads, drained by main
         self.wake_fd = wake_fd
         # Per pool thread: the monotonic time its request last made progress, 0.0 while
@@ -49,9 +49,9 @@ class RequestThreads:
     def full(self) -> bool:
         return len(self.busy) >= self.count
 
-    def dispatch(self, conn: Any, job: Callable[[], None], now: float) -> None:
+    def dispatch(self, conn: Any, job: Callable[[], None]) -> None:
         """Main thread: run `job` (which serves `conn`) in the pool."""
-        self.busy[conn] = now
+        self.busy.add(conn)
         self.executor.submit(self._run, conn, job)
 
     def _run(self, conn: Any, job: Callable[[], None]) -> None:
@@ -87,7 +87,7 @@ class RequestThreads:
         done = []
         while self.returned:
             conn = self.returned.popleft()
-            self.busy.pop(conn, None)
+            self.busy.discard(conn)
             done.append(conn)
         return done
 

@@ -286,11 +286,7 @@ class Worker:
 
     def _on_progress(self) -> None:
         """Beat (rate-limited) while a request moves on with its client's socket."""
-        now = time.monotonic()
-        beat = self.beat
-        if now - beat.last >= beat.interval:
-            beat.requests = self.requests
-            beat.beat(now)
+        self.beat.beat(time.monotonic(), self.requests)
 
     def _on_request(self, method: str = "", path: str = "") -> None:
         """on_request without threads: count, beat (rate-limited: a request costs a
@@ -298,9 +294,9 @@ class Worker:
         now = self.start_request(method, path)  # its CLOCK_MONOTONIC start
         self.requests = requests = self.requests + 1
         beat = self.beat
+        # (Rate-limited here too: a request costs a comparison, not a call.)
         if now - beat.last >= beat.interval:
-            beat.requests = requests
-            beat.beat(now)
+            beat.beat(now, requests)
         if requests == self.max_requests:
             self._retire()
 
@@ -315,7 +311,7 @@ class Worker:
         assert self.threads is not None
         self._unwatch(conn)
         conn.busy = True
-        self.threads.dispatch(conn, job, time.monotonic())
+        self.threads.dispatch(conn, job)
 
     def _watch(self, conn: Conn) -> None:
         if conn.busy:
@@ -464,8 +460,7 @@ class Worker:
                     logger.error("a request has made no progress for %.1f s (> --timeout); "
                                  "stopping heartbeats so the master replaces this worker", age)
                 return
-        self.beat.requests = self.requests
-        self.beat.beat(now)
+        self.beat.beat(now, self.requests)
 
     def _serve(self, handler: Handler) -> None:
         """The worker's loop: one epoll(7) over the listeners, the master's channel, our
