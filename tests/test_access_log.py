@@ -16,7 +16,6 @@ import os
 import random
 import re
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -27,7 +26,7 @@ import pytest
 
 from prefork import log
 from tests.harness import DEADLINE, wait_for
-from tests.test_master import hold, read_response
+from tests.test_stop import stop_with_a_queue
 
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 ATOMS = "h l u t r s b B f a m U q H L T D M p".split()
@@ -307,22 +306,8 @@ def test_lines_of_requests_served_during_a_graceful_stop_are_all_written(
     server.wait_ready()
     mark = marker()
     held = tmp_path / f"held-{mark}"
-    busy, _ = hold(server, held)  # the only worker is inside the app
-    queued = []
-    for i in range(20):  # they wait in the accept queue, to be served while stopping
-        conn = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
-        conn.settimeout(DEADLINE)
-        conn.sendall(f"GET /pid?{mark}-{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-        queued.append(conn)
-    server.kill(signal.SIGTERM)
-    server.notify.wait("STOPPING=1")
-    held.unlink()
-    assert read_response(busy).startswith(b"HTTP/1.1 200 OK")
-    for conn in queued:
-        response = read_response(conn)
+    for response in stop_with_a_queue(server, held, [f"/pid?{mark}-{i}" for i in range(20)]):
         assert b"Connection: close" in response  # served after the worker had the TERM
-        conn.close()
-    busy.close()
     assert server.wait_exit() == 0
     expected = [*(f'"GET /pid?{mark}-{i} HTTP/1.1" 200' for i in range(20)),
                 f'"GET /hold?{held} HTTP/1.1" 200']

@@ -11,31 +11,39 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import DEADLINE, wait_for
+from tests.harness import DEADLINE, Server, wait_for
 from tests.test_master import hold, read_response
 
 
-def test_graceful_stop_serves_the_whole_accept_queue(servers, tmp_path: Path) -> None:
-    server = servers("tests.apps:app", workers=1)
-    server.wait_ready()
-    marker = tmp_path / "held"
+def stop_with_a_queue(server: Server, marker: Path, paths: list[str]) -> list[bytes]:
+    """Hold the only worker in the app, queue a request for each path in the kernel's
+    accept queue, send TERM, release the worker: the responses of the queued requests."""
     busy, _ = hold(server, marker)  # the only worker is inside the app
     queued = []
-    for i in range(20):  # these wait in the kernel's accept queue, not yet accepted
+    for path in paths:  # these wait in the kernel's accept queue, not yet accepted
         conn = socket.create_connection(("127.0.0.1", server.port), DEADLINE)
         conn.settimeout(DEADLINE)
-        conn.sendall(b"GET /pid?%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
         queued.append(conn)
     server.kill(signal.SIGTERM)
     server.notify.wait("STOPPING=1")
     marker.unlink()
     assert read_response(busy).startswith(b"HTTP/1.1 200 OK")
+    responses = []
     for conn in queued:
-        response = read_response(conn)
-        assert response.startswith(b"HTTP/1.1 200 OK"), response
-        assert b"Connection: close" in response
+        responses.append(read_response(conn))
         conn.close()
     busy.close()
+    return responses
+
+
+def test_graceful_stop_serves_the_whole_accept_queue(servers, tmp_path: Path) -> None:
+    server = servers("tests.apps:app", workers=1)
+    server.wait_ready()
+    responses = stop_with_a_queue(server, tmp_path / "held", [f"/pid?{i}" for i in range(20)])
+    for response in responses:
+        assert response.startswith(b"HTTP/1.1 200 OK"), response
+        assert b"Connection: close" in response  # served after the worker had the TERM
     assert server.wait_exit() == 0
 
 
