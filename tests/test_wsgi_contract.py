@@ -16,7 +16,6 @@ import json
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +27,13 @@ import prefork
 from tests.contract_apps import BAD, HOP_BY_HOP, SMUGGLED
 from tests.harness import DEADLINE, Server, ipv6_loopback_port, run_cli, wait_for
 from tests.raw_http import Client, Reply, Truncated
+from tests.test_http_e2e import chunked, marker
 
 LIMIT_BODY = 100_000  # --limit-request-body of the shared server
 
 def request(path: str, method: str = "GET", headers: str = "", body: bytes = b"") -> bytes:
     """A request as bytes; `headers` are extra field lines, each ending in CRLF."""
     return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode("latin-1") + body
-
-
-def chunked(*parts: bytes) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
-
-
-def marker() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 # -- the shared server ---------------------------------------------------------------------------
